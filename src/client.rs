@@ -1,0 +1,596 @@
+//! `Client`: where Consul is and how to talk to it (address, ACL token, TLS, datacenter), plus the
+//! single function every request goes through (timeouts, token header, error mapping, counting).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::error::{Error, Result};
+use crate::holder::{Holder, KvEntry};
+use crate::key;
+
+const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Larger answers are refused: nothing this crate reads is anywhere near this big.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A handle to one Consul agent's HTTP API.
+///
+/// Cheap to clone: clones share one connection pool (it is an `Arc` inside). `Send + Sync`.
+///
+/// ```no_run
+/// # fn main() -> consul_lock::Result<()> {
+/// let client = consul_lock::Client::from_env()?; // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …
+/// let client = consul_lock::Client::builder()
+///     .address("127.0.0.1:8500")
+///     .token("secret") // sent as X-Consul-Token, never printed
+///     .datacenter("dc1")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `scheme://host:port`, no trailing slash.
+    base: String,
+    token: Option<Token>,
+    datacenter: Option<String>,
+    namespace: Option<String>,
+    request_timeout: Duration,
+    requests: AtomicU64,
+}
+
+/// An ACL token. Its `Debug` and `Display` print `<redacted>`.
+#[derive(Clone)]
+struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.base)
+            .field("token", &self.inner.token)
+            .field("datacenter", &self.inner.datacenter)
+            .field("namespace", &self.inner.namespace)
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`]. Every setter takes and returns `Self`; each says its default.
+#[derive(Clone, Default)]
+pub struct ClientBuilder {
+    address: Option<String>,
+    https: bool,
+    token: Option<Token>,
+    token_file: Option<String>,
+    datacenter: Option<String>,
+    namespace: Option<String>,
+    ca_file: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+    tls_server_name: Option<String>,
+    insecure: bool,
+    request_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("address", &self.address)
+            .field("token", &self.token)
+            .field("token_file", &self.token_file)
+            .field("datacenter", &self.datacenter)
+            .field("ca_file", &self.ca_file)
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Agent address: `host:port`, `http://host:port` or `https://host:port`.
+    /// Default `http://127.0.0.1:8500` (`unix://` sockets are not supported).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// ACL token, sent as `X-Consul-Token`; never printed. Default: none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token(token.into()));
+        self
+    }
+
+    /// Read the ACL token from this file at `build()` (trailing whitespace trimmed). Default: none.
+    pub fn token_file(mut self, path: impl Into<String>) -> Self {
+        self.token_file = Some(path.into());
+        self
+    }
+
+    /// Datacenter to send requests to (`?dc=`). Default: the agent's own.
+    pub fn datacenter(mut self, dc: impl Into<String>) -> Self {
+        self.datacenter = Some(dc.into());
+        self
+    }
+
+    /// Namespace (`?ns=`, Consul Enterprise; open-source Consul ignores it). Default: none.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Use HTTPS when the address has no scheme. Default `false`.
+    pub fn https(mut self, yes: bool) -> Self {
+        self.https = yes;
+        self
+    }
+
+    /// PEM file of the CA that signed the agent's certificate. Default: the built-in web roots.
+    pub fn ca_file(mut self, path: impl Into<String>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// PEM client certificate and key for mutual TLS (`verify_incoming`). Default: none.
+    pub fn client_cert(mut self, cert_file: impl Into<String>, key_file: impl Into<String>) -> Self {
+        self.client_cert = Some(cert_file.into());
+        self.client_key = Some(key_file.into());
+        self
+    }
+
+    /// Name to verify the agent's certificate against (and send as SNI) instead of the address's
+    /// host. Default: the host of the address.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Accept any server certificate. Dangerous: only for tests. Logs a warning. Default `false`.
+    pub fn danger_accept_invalid_certs(mut self, yes: bool) -> Self {
+        self.insecure = yes;
+        self
+    }
+
+    /// Timeout of each ordinary request (blocking queries get their wait time on top).
+    /// Default 10 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// A builder preset from Consul's own environment variables: `CONSUL_HTTP_ADDR`,
+    /// `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_HTTP_SSL_VERIFY`,
+    /// `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
+    /// `CONSUL_NAMESPACE`. Unset or empty variables keep the defaults.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a boolean variable is not a boolean.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mut b = ClientBuilder::default();
+        if let Some(addr) = get("CONSUL_HTTP_ADDR") {
+            b.address = Some(addr.trim().to_owned());
+        }
+        if let Some(t) = get("CONSUL_HTTP_TOKEN") {
+            b.token = Some(Token(t.trim().to_owned()));
+        }
+        b.token_file = get("CONSUL_HTTP_TOKEN_FILE");
+        if let Some(v) = get("CONSUL_HTTP_SSL") {
+            b.https = parse_bool("CONSUL_HTTP_SSL", &v)?;
+        }
+        if let Some(v) = get("CONSUL_HTTP_SSL_VERIFY") {
+            b.insecure = !parse_bool("CONSUL_HTTP_SSL_VERIFY", &v)?;
+        }
+        b.ca_file = get("CONSUL_CACERT");
+        b.client_cert = get("CONSUL_CLIENT_CERT");
+        b.client_key = get("CONSUL_CLIENT_KEY");
+        b.tls_server_name = get("CONSUL_TLS_SERVER_NAME");
+        b.namespace = get("CONSUL_NAMESPACE");
+        Ok(b)
+    }
+
+    /// Build the client. Reads the token, CA and client-certificate files named.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a malformed address, an unreadable file or an invalid PEM.
+    pub fn build(self) -> Result<Client> {
+        let invalid = |m: String| Error::InvalidConfig(m);
+        let (scheme, authority) = parse_address(self.address.as_deref().unwrap_or(DEFAULT_ADDRESS), self.https)?;
+
+        let mut token = self.token;
+        if token.is_none() {
+            if let Some(path) = &self.token_file {
+                let t = std::fs::read_to_string(path)
+                    .map_err(|e| invalid(format!("cannot read the ACL token file {path:?}: {e}")))?;
+                token = Some(Token(t.trim().to_owned()));
+            }
+        }
+        if let Some(Token(t)) = &token {
+            if t.is_empty() || t.chars().any(|c| c.is_control()) {
+                return Err(invalid("the ACL token is empty or contains control characters".into()));
+            }
+        }
+
+        let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if request_timeout.is_zero() {
+            return Err(invalid("request_timeout must be greater than zero".into()));
+        }
+
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("consul-lock/", env!("CARGO_PKG_VERSION")))
+            // Consul never redirects an API call; following one could turn a PUT into a GET.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read CA file {path:?}: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("CA file {path:?} is not a PEM certificate bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid(format!("CA file {path:?} holds no certificate")));
+            }
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = std::fs::read(cert)
+                    .map_err(|e| invalid(format!("cannot read client certificate {cert:?}: {e}")))?;
+                pem.push(b'\n');
+                pem.extend(std::fs::read(key).map_err(|e| invalid(format!("cannot read client key {key:?}: {e}")))?);
+                let id = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| invalid(format!("client certificate/key {cert:?}/{key:?} are not valid PEM: {e}")))?;
+                http = http.identity(id);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(invalid("a client certificate needs both CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY".into()))
+            }
+        }
+        if self.insecure {
+            tracing::warn!("TLS certificate verification is disabled (CONSUL_HTTP_SSL_VERIFY=false)");
+            http = http.danger_accept_invalid_certs(true);
+        }
+        let mut base = format!("{scheme}://{authority}");
+        if let Some(name) = self.tls_server_name.as_deref().filter(|_| scheme == "https") {
+            // Connect to the configured address but verify (and send SNI for) `name`.
+            use std::net::ToSocketAddrs;
+            let addrs: Vec<_> = authority
+                .to_socket_addrs()
+                .map_err(|e| invalid(format!("cannot resolve {authority:?}: {e}")))?
+                .collect();
+            let port = addrs.first().map(|a| a.port()).unwrap_or(443);
+            http = http.resolve_to_addrs(name, &addrs);
+            base = format!("https://{name}:{port}");
+        }
+        let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token,
+                datacenter: self.datacenter.filter(|d| !d.is_empty()),
+                namespace: self.namespace.filter(|n| !n.is_empty()),
+                request_timeout,
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "yes" | "on" => Ok(true),
+        "0" | "f" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::InvalidConfig(format!("{name}={v:?} is not a boolean (use true or false)"))),
+    }
+}
+
+/// Split an address into (scheme, host:port).
+fn parse_address(addr: &str, https: bool) -> Result<(&'static str, String)> {
+    let bad = |why: &str| Err(Error::InvalidConfig(format!("invalid Consul address {addr:?}: {why}")));
+    let addr = addr.trim();
+    let (scheme, rest) = if let Some(r) = addr.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = addr.strip_prefix("https://") {
+        ("https", r)
+    } else if addr.starts_with("unix://") {
+        return bad("unix sockets are not supported; use host:port");
+    } else if addr.contains("://") {
+        return bad("the scheme must be http or https");
+    } else {
+        (if https { "https" } else { "http" }, addr)
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return bad("no host");
+    }
+    if rest.contains(['/', '?', '#', '@', ' ']) || rest.chars().any(|c| c.is_control()) {
+        return bad("expected host:port with no path, query or user info");
+    }
+    let has_port = match rest.rfind(':') {
+        Some(i) => !rest.ends_with(']') && rest[i + 1..].parse::<u16>().is_ok(),
+        None => false,
+    };
+    if !has_port && rest.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':') || h.ends_with(']')) {
+        return bad("the port is not a number from 0 to 65535");
+    }
+    let port = if has_port {
+        ""
+    } else if scheme == "https" {
+        ":8501"
+    } else {
+        ":8500"
+    };
+    Ok((scheme, format!("{rest}{port}")))
+}
+
+/// One HTTP answer from Consul.
+pub(crate) struct Reply {
+    pub status: u16,
+    /// `X-Consul-Index`, when sent.
+    pub index: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().chars().take(500).collect()
+    }
+}
+
+impl Client {
+    /// A [`ClientBuilder`] with the defaults (nothing read from the environment).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client configured from Consul's environment variables (see [`ClientBuilder::from_env`]);
+    /// with none set, `http://127.0.0.1:8500` and no token.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a variable is invalid or a file it names is unreadable.
+    pub fn from_env() -> Result<Client> {
+        ClientBuilder::from_env()?.build()
+    }
+
+    /// The agent's base URL, as used in requests and error messages.
+    pub fn address(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// How many HTTP requests this client and its clones have sent (retries included).
+    /// Handy for tests and benchmarks that count the load a lock puts on Consul.
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Who holds `key` now: `None` when it is free (missing, or present with no session).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid key (before any request); transport and Consul
+    /// errors otherwise.
+    ///
+    /// # Cancel safety
+    /// A read: dropping the future changes nothing.
+    pub async fn holder(&self, key: &str) -> Result<Option<Holder>> {
+        key::validate(key)?;
+        let (_, entry) = self.kv_get(key, None).await?;
+        match entry {
+            None => Ok(None),
+            Some(e) => e.into_holder().map_err(|m| Error::decode(self.address(), m)),
+        }
+    }
+
+    /// `GET /v1/kv/<key>`, optionally as a blocking query. Returns `X-Consul-Index` (at least 1)
+    /// and the entry (None when the key is missing).
+    pub(crate) async fn kv_get(&self, key: &str, block: Option<(u64, Duration)>) -> Result<(u64, Option<KvEntry>)> {
+        let path = format!("kv/{}", key::encode_path(key));
+        let reply = self.get_maybe_blocking(&path, block).await?;
+        let index = reply.index.unwrap_or(1).max(1);
+        if reply.status == 404 {
+            return Ok((index, None));
+        }
+        let reply = self.check(reply)?;
+        let mut entries: Vec<KvEntry> = self.decode(&reply.body)?;
+        Ok((index, entries.pop()))
+    }
+
+    /// GET `path`; with `block = Some((index, wait))` a Consul blocking query.
+    pub(crate) async fn get_maybe_blocking(&self, path: &str, block: Option<(u64, Duration)>) -> Result<Reply> {
+        match block {
+            None => self.call(Method::GET, path, &[], None, self.request_timeout()).await,
+            Some((index, wait)) => {
+                // Never send wait=0 (it means Consul's 5-minute default); Consul may answer up to
+                // wait/16 late, so the request's own timeout leaves room for that.
+                let wait = wait.max(Duration::from_millis(1));
+                let ms = wait.as_millis().to_string();
+                let idx = index.to_string();
+                let wait_q = format!("{ms}ms");
+                let timeout = wait + wait / 16 + self.request_timeout();
+                self.call(Method::GET, path, &[("index", &idx), ("wait", &wait_q)], None, timeout).await
+            }
+        }
+    }
+
+    /// Map a non-success answer to an error.
+    pub(crate) fn check(&self, reply: Reply) -> Result<Reply> {
+        match reply.status {
+            200..=299 => Ok(reply),
+            403 => Err(Error::PermissionDenied { address: self.address().to_owned(), message: reply.text() }),
+            status => {
+                let message = reply.text();
+                if message.to_ascii_lowercase().contains("permission denied") {
+                    return Err(Error::PermissionDenied { address: self.address().to_owned(), message });
+                }
+                Err(Error::Consul { address: self.address().to_owned(), status, message })
+            }
+        }
+    }
+
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| Error::decode(self.address(), e.to_string()))
+    }
+
+    /// Send one request. Every request of the crate goes through here.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let mut url = String::with_capacity(self.inner.base.len() + path.len() + 48);
+        url.push_str(&self.inner.base);
+        url.push_str("/v1/");
+        url.push_str(path);
+        let mut sep = '?';
+        let extra = [("dc", self.inner.datacenter.as_deref()), ("ns", self.inner.namespace.as_deref())];
+        for (k, v) in query.iter().map(|(k, v)| (*k, Some(*v))).chain(extra) {
+            if let Some(v) = v {
+                url.push(sep);
+                url.push_str(k);
+                url.push('=');
+                key::encode_component(v, &mut url);
+                sep = '&';
+            }
+        }
+        let mut req = self.inner.http.request(method.clone(), &url).timeout(timeout);
+        if let Some(Token(t)) = &self.inner.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%method, path, "consul request");
+        let addr = self.address();
+        let mut resp = req.send().await.map_err(|e| Error::from_reqwest(addr, e))?;
+        let status = resp.status().as_u16();
+        let index =
+            resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(addr, e))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply { status, index, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<ClientBuilder> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ClientBuilder::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn env_defaults() {
+        let c = from(&[]).unwrap().build().unwrap();
+        assert_eq!(c.address(), "http://127.0.0.1:8500");
+        assert!(c.inner.token.is_none());
+    }
+
+    #[test]
+    fn env_address_token_namespace_ssl() {
+        let c = from(&[
+            ("CONSUL_HTTP_ADDR", "consul.example:8600"),
+            ("CONSUL_HTTP_TOKEN", "s3cr3t-token"),
+            ("CONSUL_NAMESPACE", "team"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_HTTP_SSL_VERIFY", "false"),
+        ])
+        .unwrap()
+        .build()
+        .unwrap();
+        assert_eq!(c.address(), "https://consul.example:8600");
+        assert_eq!(c.inner.namespace.as_deref(), Some("team"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+        assert!(!format!("{:?}", from(&[("CONSUL_HTTP_TOKEN", "s3cr3t")]).unwrap()).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn env_token_file_and_explicit_token_wins() {
+        let dir = std::env::temp_dir().join(format!("consul-lock-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("token");
+        std::fs::write(&f, "file-token\n").unwrap();
+        let c = from(&[("CONSUL_HTTP_TOKEN_FILE", f.to_str().unwrap())]).unwrap().build().unwrap();
+        assert_eq!(c.inner.token.as_ref().unwrap().0, "file-token");
+        let c = from(&[("CONSUL_HTTP_TOKEN_FILE", f.to_str().unwrap()), ("CONSUL_HTTP_TOKEN", "env")])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.inner.token.as_ref().unwrap().0, "env");
+        let e = from(&[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/tok")]).unwrap().build().unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("/nonexistent/tok")), "{e}");
+    }
+
+    #[test]
+    fn env_tls_files_are_read() {
+        let e = from(&[("CONSUL_CACERT", "/nonexistent/ca.pem")]).unwrap().build().unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("ca.pem")), "{e}");
+        let e = from(&[("CONSUL_CLIENT_CERT", "/nonexistent/c.pem")]).unwrap().build().unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("CONSUL_CLIENT_KEY")), "{e}");
+        let e = from(&[("CONSUL_CLIENT_CERT", "/x/c.pem"), ("CONSUL_CLIENT_KEY", "/x/k.pem")])
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("c.pem")), "{e}");
+        let b =
+            from(&[("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"), ("CONSUL_HTTP_ADDR", "https://127.0.0.1:8501")])
+                .unwrap();
+        assert_eq!(b.tls_server_name.as_deref(), Some("server.dc1.consul"));
+        assert_eq!(b.clone().build().unwrap().address(), "https://server.dc1.consul:8501");
+    }
+
+    #[test]
+    fn env_bad_bool_is_invalid_config() {
+        let e = from(&[("CONSUL_HTTP_SSL", "maybe")]).unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("CONSUL_HTTP_SSL")));
+    }
+
+    #[test]
+    fn addresses() {
+        let ok = |a: &str| Client::builder().address(a).build().map(|c| c.address().to_owned());
+        assert_eq!(ok("127.0.0.1:8500").unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(ok("http://localhost:1/").unwrap(), "http://localhost:1");
+        assert_eq!(ok("https://h").unwrap(), "https://h:8501");
+        assert_eq!(ok("localhost").unwrap(), "http://localhost:8500");
+        assert_eq!(ok("[::1]:8500").unwrap(), "http://[::1]:8500");
+        for bad in ["unix:///tmp/s", "ftp://x", "", "h:99999", "h/path", "http://"] {
+            assert!(matches!(ok(bad), Err(Error::InvalidConfig(_))), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The state of one held lock: its fencing token, how it is known lost, and how it is released —
+//! explicitly, on drop (in the background), or as cleanup once lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::api::Released;
+use crate::error::Result;
+use crate::retry::{self, Backoff};
+use crate::session::{lock, Claim, SessionCore};
+
+pub(crate) struct Hold {
+    pub(crate) key: String,
+    pub(crate) session: Arc<SessionCore>,
+    /// The session was created for this lock alone (not a shared [`Session`](crate::Session)).
+    pub(crate) own_session: bool,
+    pub(crate) token: u64,
+    lost: watch::Sender<bool>,
+    finished: AtomicBool,
+    watch_started: AtomicBool,
+    tasks: Mutex<Vec<AbortHandle>>,
+    claim: Mutex<Option<Claim>>,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("key", &self.key)
+            .field("session", &self.session.id)
+            .field("fencing_token", &self.token)
+            .field("held", &self.is_held())
+            .finish()
+    }
+}
+
+impl Hold {
+    /// Must run inside the runtime that will own the background tasks.
+    pub(crate) fn new(
+        key: String,
+        session: Arc<SessionCore>,
+        own_session: bool,
+        token: u64,
+        claim: Option<Claim>,
+        max_hold: Option<Duration>,
+    ) -> Arc<Hold> {
+        let hold = Arc::new(Hold {
+            key,
+            session,
+            own_session,
+            token,
+            lost: watch::Sender::new(false),
+            finished: AtomicBool::new(false),
+            watch_started: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            claim: Mutex::new(claim),
+            runtime: Handle::current(),
+        });
+        if let Some(limit) = max_hold {
+            let weak = Arc::downgrade(&hold);
+            let t = tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Some(h) = weak.upgrade() {
+                    h.mark_lost("max_hold reached");
+                }
+            });
+            lock(&hold.tasks).push(t.abort_handle());
+        }
+        hold
+    }
+
+    /// Held: not released, not known lost, and the session's lease deadline not passed.
+    pub(crate) fn is_held(&self) -> bool {
+        !self.finished.load(Ordering::SeqCst) && !self.is_lost()
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        *self.lost.borrow() || self.session.is_lost()
+    }
+
+    /// Resolves once the lock is known lost. Starts the watch on first use: a blocking query on the
+    /// key for a lock with its own session, or one on the session for a shared session.
+    pub(crate) async fn wait_lost(self: &Arc<Self>) {
+        if !self.own_session {
+            let mut own = self.lost.subscribe();
+            tokio::select! {
+                _ = own.wait_for(|l| *l) => {}
+                _ = self.session.wait_lost(true) => {}
+            }
+            return;
+        }
+        if !self.watch_started.swap(true, Ordering::SeqCst) {
+            let t = self.runtime.spawn(watch_key(Arc::downgrade(self)));
+            lock(&self.tasks).push(t.abort_handle());
+        }
+        let mut own = self.lost.subscribe();
+        let mut session = self.session.subscribe();
+        tokio::select! {
+            _ = own.wait_for(|l| *l) => {}
+            _ = session.wait_for(|l| *l) => {}
+        }
+    }
+
+    /// The lock is lost (key taken or deleted, or max_hold): report it and clean up — the
+    /// owner-checked delete (a no-op if the key is no longer ours) and, for an own session, its
+    /// destruction — so no zombie keeps the key from others.
+    pub(crate) fn mark_lost(&self, reason: &str) {
+        if self.finished.load(Ordering::SeqCst) || self.lost.send_replace(true) {
+            return;
+        }
+        tracing::warn!(key = %self.key, session = %self.session.id, reason, "lock lost");
+        let session = self.session.clone();
+        let key = self.key.clone();
+        let own = self.own_session;
+        self.runtime.spawn(async move {
+            let deadline = Instant::now() + session.client.request_timeout();
+            let _ = retry::until(deadline, || session.client.txn_release(&key, &session.id)).await;
+            if own {
+                session.close();
+            }
+        });
+    }
+
+    /// Release now. Idempotent; a lost lock only finishes its cleanup and returns `Ok(())`.
+    pub(crate) async fn release(&self) -> Result<()> {
+        match self.finish() {
+            Some(job) => job.run().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Take what a release needs, exactly once.
+    fn finish(&self) -> Option<ReleaseJob> {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        Some(ReleaseJob {
+            key: self.key.clone(),
+            session: self.session.clone(),
+            own_session: self.own_session,
+            lost: self.is_lost(),
+            claim: lock(&self.claim).take(),
+        })
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // Never block or panic here: release in the background on the runtime that acquired.
+        if let Some(job) = self.finish() {
+            self.runtime.spawn(async move {
+                if let Err(e) = job.run().await {
+                    tracing::warn!(error = %e, "background release failed");
+                }
+            });
+        }
+    }
+}
+
+struct ReleaseJob {
+    key: String,
+    session: Arc<SessionCore>,
+    own_session: bool,
+    lost: bool,
+    claim: Option<Claim>,
+}
+
+impl ReleaseJob {
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %self.key, session = %self.session.id))]
+    async fn run(self) -> Result<()> {
+        let s = &self.session;
+        let deadline = Instant::now() + s.client.request_timeout();
+        let result = if self.lost {
+            // Cleanup was started when the loss was seen; never touch a key that may be someone else's.
+            Ok(())
+        } else if self.own_session && s.lock_delay.is_zero() {
+            // Behavior "delete": destroying our own session deletes exactly the keys it holds, in one
+            // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.
+            s.destroy_now(deadline).await
+        } else {
+            match retry::until(deadline, || s.client.txn_release(&self.key, &s.id)).await {
+                Ok(Released::Deleted) => Ok(()),
+                Ok(Released::NotOurs) => {
+                    tracing::warn!("the key was no longer ours at release: the lock had been lost");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if self.own_session {
+            s.close();
+        }
+        drop(self.claim);
+        result
+    }
+}
+
+/// Watch the key of a lock with its own session: lost when the key is deleted or another session
+/// holds it (the session being destroyed deletes the key, so this sees that too).
+async fn watch_key(weak: Weak<Hold>) {
+    let mut index = match weak.upgrade() {
+        Some(h) => h.token,
+        None => return,
+    };
+    let mut backoff = Backoff::requests();
+    loop {
+        let (client, key, sid) = match weak.upgrade() {
+            Some(h) => (h.session.client.clone(), h.key.clone(), h.session.id.clone()),
+            None => return,
+        };
+        let result = client.kv_get(&key, Some((index, Duration::from_secs(300)))).await;
+        let Some(hold) = weak.upgrade() else { return };
+        match result {
+            Ok((idx, entry)) => {
+                if entry.as_ref().and_then(|e| e.holder_session()) != Some(sid.as_str()) {
+                    hold.mark_lost("the key was deleted or is held by another session");
+                    return;
+                }
+                let unchanged = idx == index;
+                index = if idx < index { 0 } else { idx };
+                if unchanged {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Distributed locks on [HashiCorp Consul](https://developer.hashicorp.com/consul): one process
+//! in a fleet runs the migration, claims the job, rotates the key.
+//!
+//! # Which type to use
+//! - [`EphemeralLock`]: one lock, one Consul session of its own. The common case.
+//!   [`hold`](EphemeralLock::hold) returns a [`LockGuard`] that releases on drop;
+//!   [`acquire`](EphemeralLock::acquire) returns a `bool`; [`run`](EphemeralLock::run) runs a
+//!   future under the lock and stops it if the lock is lost.
+//! - [`Session`]: many locks through one session, renewed once for all of them — for a process that
+//!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
+//! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
+//!
+//! # The safety model, in plain words
+//! A lock is a Consul KV key taken with `?acquire=<session>` semantics by a session with a TTL. The
+//! holder renews the session every TTL/2. **A held lock can be lost**: if renewals fail for a TTL
+//! (network partition, a paused process), the holder must assume the lock gone, and Consul may give
+//! it to someone else after at most about 2×TTL (longer across a leader failover) plus the
+//! lock-delay. So:
+//! - check [`LockGuard::is_held`] or await [`LockGuard::lost`] in long critical sections;
+//! - pass [`LockGuard::fencing_token`] to what you protect, and have it reject writes carrying a token
+//!   lower than one it has already seen — that is what makes a lost-but-still-running holder safe.
+//!
+//! Locks are not re-entrant. Keys must be non-empty, must not start with `/`, and must not contain
+//! `.`/`..`/empty segments or control characters; values are at most about 383 KiB (they travel
+//! base64-encoded in a transaction limited to 512 KiB).
+//!
+//! # Example
+//! ```no_run
+//! use consul_lock::{Client, EphemeralLock, Error};
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> consul_lock::Result<()> {
+//! let client = Client::from_env()?; // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, …
+//! let guard = EphemeralLock::new("migrations/users")
+//!     .client(client.clone())
+//!     .acquire_timeout(Duration::from_secs(10))
+//!     .hold()
+//!     .await?;
+//! // … run the migration, passing guard.fencing_token() to the database …
+//! guard.release().await?;
+//!
+//! // Skip work someone else is doing:
+//! let mut lock = EphemeralLock::new("jobs/42").client(client).acquire_timeout(Duration::ZERO);
+//! if lock.acquire(false).await? {
+//!     lock.release().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Consul version
+//! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
+//! versions; differences are noted in the README.
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod api;
+pub mod blocking;
+mod client;
+mod error;
+mod guard;
+mod hold;
+mod holder;
+mod key;
+mod lock;
+mod retry;
+mod session;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{Error, Result, TransportError};
+pub use guard::LockGuard;
+pub use holder::{Holder, HolderInfo};
+pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use lock::{
+    EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL,
+};
+pub use session::Session;

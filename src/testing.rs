@@ -1,0 +1,212 @@
+//! Test support (feature `test-util`): a throwaway `consul agent -dev` on free loopback ports.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let consul = consul_lock::testing::ConsulDev::start().expect("consul dev agent");
+//! let guard = consul_lock::EphemeralLock::new("k").client(consul.client()).hold().await.unwrap();
+//! guard.release().await.unwrap();
+//! # }
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+
+const START_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A `consul agent -dev` child process, killed on drop.
+///
+/// The binary is taken from `CONSUL_BIN`, then `PATH`, then `.consul/bin/consul` in this crate's
+/// directory (where `scripts/install-consul.sh` installs it).
+#[derive(Debug)]
+pub struct ConsulDev {
+    child: Child,
+    http_addr: String,
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl ConsulDev {
+    /// Start an agent and wait until it has a leader and can create sessions (a fresh dev agent
+    /// briefly answers "Missing node registration").
+    ///
+    /// # Errors
+    /// An error with an actionable message when no binary is found or the agent does not come up
+    /// (its log's tail included).
+    pub fn start() -> std::io::Result<ConsulDev> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra agent arguments (for example `-hcl` snippets).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_args(extra: &[&str]) -> std::io::Result<ConsulDev> {
+        let binary = find_binary()?;
+        let mut last_err = None;
+        // A free port can be taken between probing and binding: try a few times.
+        for _ in 0..3 {
+            match Self::try_start(&binary, extra) {
+                Ok(dev) => return Ok(dev),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| other("consul agent did not start")))
+    }
+
+    fn try_start(binary: &Path, extra: &[&str]) -> std::io::Result<ConsulDev> {
+        let ports = free_ports(4)?;
+        let dir = std::env::temp_dir().join(format!("consul-lock-dev-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir)?;
+        let log_path = dir.join("consul.log");
+        let log = std::fs::File::create(&log_path)?;
+        let p = |i: usize| ports[i].to_string();
+        let mut cmd = Command::new(binary);
+        cmd.args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"])
+            .args(["-http-port", &p(0), "-serf-lan-port", &p(1), "-serf-wan-port", &p(2), "-server-port", &p(3)])
+            .args(["-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"])
+            .args(["-node", &format!("consul-lock-test-{}", ports[0])])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(|e| other(&format!("cannot run {}: {e}", binary.display())))?;
+        let mut dev = ConsulDev { child, http_addr: format!("127.0.0.1:{}", ports[0]), dir, binary: binary.to_owned() };
+        dev.wait_ready().map_err(|e| {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            other(&format!("{e}\n--- consul log tail ---\n{}", tail.join("\n")))
+        })?;
+        Ok(dev)
+    }
+
+    fn wait_ready(&mut self) -> std::io::Result<()> {
+        let give_up = Instant::now() + START_TIMEOUT;
+        while Instant::now() < give_up {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(other(&format!("consul agent exited early ({status})")));
+            }
+            let leader = http(&self.http_addr, "GET", "/v1/status/leader", "");
+            if matches!(&leader, Ok((200, body)) if body.contains(':')) {
+                if let Ok((200, body)) = http(&self.http_addr, "PUT", "/v1/session/create", r#"{"TTL":"10s"}"#) {
+                    if let Some(id) = body.split('"').nth(3) {
+                        let _ = http(&self.http_addr, "PUT", &format!("/v1/session/destroy/{id}"), "");
+                        return Ok(());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(other(&format!("consul agent at {} not ready within {START_TIMEOUT:?}", self.http_addr)))
+    }
+
+    /// One agent for the whole test process, started on first use. A `static` is never dropped, so
+    /// a small watchdog process kills the agent once this process has exited.
+    ///
+    /// # Panics
+    /// With the actionable message of [`start`](Self::start) when the agent cannot be started:
+    /// tests that need Consul fail loudly, they never skip.
+    pub fn shared() -> &'static ConsulDev {
+        static SHARED: std::sync::OnceLock<ConsulDev> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dev = ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"));
+            let script = format!(
+                "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {agent} 2>/dev/null; sleep 2; \
+                 kill -9 {agent} 2>/dev/null; rm -rf '{dir}'",
+                me = std::process::id(),
+                agent = dev.pid(),
+                dir = dev.dir.display()
+            );
+            let watchdog = Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            if let Err(e) = watchdog {
+                panic!("cannot start the watchdog that stops the shared Consul agent: {e}");
+            }
+            dev
+        })
+    }
+
+    /// The agent's HTTP address, `127.0.0.1:<port>`.
+    pub fn http_addr(&self) -> &str {
+        &self.http_addr
+    }
+
+    /// A client for this agent.
+    ///
+    /// # Panics
+    /// Never for a started agent (the address is always valid).
+    pub fn client(&self) -> Client {
+        Client::builder()
+            .address(format!("http://{}", self.http_addr))
+            .build()
+            .expect("a loopback address is a valid Consul address")
+    }
+
+    /// The consul binary in use.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The agent's process id (to stop or pause it in tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ConsulDev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `CONSUL_BIN`, then `PATH`, then `<crate>/.consul/bin/consul`.
+pub fn find_binary() -> std::io::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("CONSUL_BIN").filter(|b| !b.is_empty()) {
+        let p = PathBuf::from(bin);
+        return if p.is_file() { Ok(p) } else { Err(other(&format!("CONSUL_BIN={} is not a file", p.display()))) };
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("consul"))
+        .find(|p| p.is_file());
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".consul/bin/consul");
+    on_path.or_else(|| local.is_file().then_some(local)).ok_or_else(|| {
+        other(
+            "no consul binary found (tests need a real Consul agent): run scripts/install-consul.sh, \
+             or set CONSUL_BIN=/path/to/consul, or put consul on PATH",
+        )
+    })
+}
+
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+/// A tiny HTTP/1.0 client for readiness probes, usable with or without a runtime.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+fn other(msg: &str) -> std::io::Error {
+    std::io::Error::other(msg.to_owned())
+}
