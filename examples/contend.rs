@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use consul_lock::{Client, EphemeralLock};
 
 fn now() -> String {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{}.{:03}", (ms / 1000) % 100_000, ms % 1000)
+    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    format!("{}.{:06}", (us / 1_000_000) % 100_000, us % 1_000_000)
 }
 
 #[tokio::main]
