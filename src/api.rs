@@ -135,13 +135,69 @@ struct SessionId {
     id: String,
 }
 
+/// A session as `/v1/session/info` and `/v1/session/renew` return it.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(crate) struct SessionInfo {
+pub(crate) struct SessionEntry {
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(default, rename = "TTL")]
     pub ttl: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub node: String,
+    /// Nanoseconds as a number (Consul 1.8 and later); a duration string is accepted too.
+    #[serde(default)]
+    pub lock_delay: Option<serde_json::Value>,
+    #[serde(default)]
+    pub create_index: u64,
+}
+
+/// A Consul session, as returned by [`Client::session_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session ID.
+    pub id: String,
+    /// The session's name (this crate's default is `consul-lock: <key>`).
+    pub name: String,
+    /// The Consul node the session was created on (the agent the holder talked to).
+    pub node: String,
+    /// The session TTL, when it has one.
+    pub ttl: Option<Duration>,
+    /// The lock-delay imposed on its keys if the session is invalidated while holding them.
+    pub lock_delay: Duration,
+    /// The Raft index at which the session was created.
+    pub create_index: u64,
+}
+
+impl SessionEntry {
+    fn into_info(self) -> SessionInfo {
+        let lock_delay = match &self.lock_delay {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(Duration::from_nanos),
+            Some(serde_json::Value::String(s)) => parse_go_duration(s),
+            _ => None,
+        };
+        SessionInfo {
+            ttl: self.ttl.as_deref().and_then(parse_go_duration),
+            lock_delay: lock_delay.unwrap_or_default(),
+            id: self.id,
+            name: self.name,
+            node: self.node,
+            create_index: self.create_index,
+        }
+    }
+}
+
+/// A session ID as a URL path segment; rejected before any request when it cannot be one.
+fn session_path(id: &str) -> Result<String> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        return Err(Error::InvalidConfig(format!("invalid session ID {id:?}")));
+    }
+    let mut out = String::with_capacity(id.len());
+    crate::key::encode_component(id, &mut out);
+    Ok(out)
 }
 
 /// Parse Consul's duration strings as seen on sessions ("15s", "1m30s", "10000ms").
@@ -188,7 +244,7 @@ impl Client {
             return Ok(Renewed::Gone);
         }
         let reply = self.check(reply)?;
-        let infos: Vec<SessionInfo> = self.decode(&reply.body)?;
+        let infos: Vec<SessionEntry> = self.decode(&reply.body)?;
         match infos.first() {
             None => Ok(Renewed::Gone),
             Some(i) => Ok(Renewed::Ok { ttl: i.ttl.as_deref().and_then(parse_go_duration) }),
@@ -205,8 +261,42 @@ impl Client {
         let reply = self.get_maybe_blocking(&format!("session/info/{id}"), block).await?;
         let index = reply.index.unwrap_or(1).max(1);
         let reply = self.check(reply)?;
-        let infos: Option<Vec<SessionInfo>> = self.decode(&reply.body)?;
+        let infos: Option<Vec<SessionEntry>> = self.decode(&reply.body)?;
         Ok((index, infos.is_some_and(|v| v.iter().any(|i| i.id == id))))
+    }
+
+    /// Who a session is: `GET /v1/session/info/<id>`; `None` when it does not exist (any more).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty ID or one with control characters (before any
+    /// request); transport and Consul errors otherwise.
+    ///
+    /// # Cancel safety
+    /// A read: dropping the future changes nothing.
+    pub async fn session_info(&self, id: &str) -> Result<Option<SessionInfo>> {
+        let path = format!("session/info/{}", session_path(id)?);
+        let reply = self.get_maybe_blocking(&path, None).await?;
+        let reply = self.check(reply)?;
+        let infos: Option<Vec<SessionEntry>> = self.decode(&reply.body)?;
+        Ok(infos.unwrap_or_default().into_iter().find(|i| i.id == id).map(SessionEntry::into_info))
+    }
+
+    /// Destroy a session (`PUT /v1/session/destroy/<id>`), whoever owns it: every key it holds is
+    /// released (deleted, for sessions created by this crate) and its lock-delay applies to them.
+    /// For administrators breaking a stuck holder; a holder releases its own locks with
+    /// [`LockGuard::release`](crate::LockGuard::release). Destroying a session that no longer
+    /// exists succeeds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty ID or one with control characters (before any
+    /// request); [`Error::PermissionDenied`] without `session:write` on the session's node;
+    /// transport and Consul errors otherwise. Not retried.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped after the request was sent, the session may or may not be destroyed.
+    pub async fn destroy_session(&self, id: &str) -> Result<()> {
+        let path = session_path(id)?;
+        self.session_destroy(&path).await
     }
 
     /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
@@ -298,6 +388,23 @@ mod tests {
         for bad in ["", "s", "10", "10x", "-1s", "1e400s"] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn session_info_parses_consul_1_8_shape() {
+        let body = r#"[{"ID":"s1","Name":"consul-lock: k","Node":"n1","LockDelay":15000000000,
+            "Behavior":"delete","TTL":"15s","CreateIndex":42,"ModifyIndex":42}]"#;
+        let e: Vec<SessionEntry> = serde_json::from_str(body).unwrap();
+        let i = e.into_iter().next().unwrap().into_info();
+        assert_eq!((i.id.as_str(), i.name.as_str(), i.node.as_str()), ("s1", "consul-lock: k", "n1"));
+        assert_eq!(i.ttl, Some(Duration::from_secs(15)));
+        assert_eq!(i.lock_delay, Duration::from_secs(15));
+        assert_eq!(i.create_index, 42);
+        let e: SessionEntry = serde_json::from_str(r#"{"ID":"s2","LockDelay":"1.5s"}"#).unwrap();
+        let i = e.into_info();
+        assert_eq!((i.ttl, i.lock_delay), (None, Duration::from_millis(1500)));
+        assert!(session_path("").is_err() && session_path("a\nb").is_err());
+        assert_eq!(session_path("a/b").unwrap(), "a%2Fb");
     }
 
     #[test]

@@ -67,6 +67,7 @@ mod session;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use api::SessionInfo;
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result, TransportError};
 pub use guard::LockGuard;

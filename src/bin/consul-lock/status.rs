@@ -1,0 +1,130 @@
+//! `consul-lock status KEY [--json]`: who holds a lock, for humans or scripts.
+
+use serde::Serialize;
+
+use consul_lock::{Client, Holder, SessionInfo};
+
+use crate::exit::{self, Failure};
+use crate::timefmt;
+
+/// Everything known about a key's holder. Also the `--json` schema (field names are stable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Report {
+    pub(crate) key: String,
+    pub(crate) held: bool,
+    pub(crate) session: Option<String>,
+    pub(crate) session_name: Option<String>,
+    pub(crate) node: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) pid: Option<u32>,
+    /// RFC 3339, UTC, from the holder's clock.
+    pub(crate) since: Option<String>,
+    pub(crate) since_unix_ms: Option<u64>,
+    pub(crate) fencing_token: Option<u64>,
+    pub(crate) lock_delay_ms: Option<u64>,
+    /// The key's value, when it is UTF-8 text other than consul-lock's own holder JSON (`run --value`).
+    pub(crate) value: Option<String>,
+}
+
+impl Report {
+    /// Read the holder of `key` and, when held, its session.
+    pub(crate) async fn read(client: &Client, key: &str, code: i32) -> Result<Report, Failure> {
+        let fail = |e: consul_lock::Error| Failure::from_lib(code, &e, client.address());
+        let holder = client.holder(key).await.map_err(fail)?;
+        let session = match &holder {
+            Some(h) => client.session_info(&h.session_id).await.map_err(fail)?,
+            None => None,
+        };
+        Ok(Report::new(key, holder.as_ref(), session.as_ref()))
+    }
+
+    pub(crate) fn new(key: &str, holder: Option<&Holder>, session: Option<&SessionInfo>) -> Report {
+        let info = holder.and_then(|h| h.info.as_ref());
+        let since_unix_ms = info.and_then(|i| i.acquired_at_unix_ms);
+        Report {
+            key: key.to_owned(),
+            held: holder.is_some(),
+            session: holder.map(|h| h.session_id.clone()),
+            session_name: session.map(|s| s.name.clone()).filter(|n| !n.is_empty()),
+            node: session.map(|s| s.node.clone()).filter(|n| !n.is_empty()),
+            hostname: info.and_then(|i| i.hostname.clone()),
+            pid: info.and_then(|i| i.pid),
+            since: since_unix_ms.map(timefmt::rfc3339_ms),
+            since_unix_ms,
+            fencing_token: holder.map(|h| h.modify_index),
+            lock_delay_ms: session.map(|s| s.lock_delay.as_millis() as u64),
+            value: holder.filter(|h| h.info.is_none()).and_then(|h| String::from_utf8(h.value.clone()).ok()),
+        }
+    }
+
+    /// "session 1a2b… on node n1 (host web-3, pid 4242), since 2026-…Z (3m12s ago), fencing token 77"
+    pub(crate) fn holder_line(&self) -> String {
+        let mut s = format!("session {}", self.session.as_deref().unwrap_or("?"));
+        if let Some(n) = &self.node {
+            s += &format!(" on node {n}");
+        }
+        match (&self.hostname, self.pid) {
+            (Some(h), Some(p)) => s += &format!(" (host {h}, pid {p})"),
+            (Some(h), None) => s += &format!(" (host {h})"),
+            (None, Some(p)) => s += &format!(" (pid {p})"),
+            (None, None) => {}
+        }
+        if let (Some(since), Some(ms)) = (&self.since, self.since_unix_ms) {
+            s += &format!(", since {since} ({} ago)", timefmt::short(timefmt::ago(ms)));
+        }
+        if let Some(t) = self.fencing_token {
+            s += &format!(", fencing token {t}");
+        }
+        s
+    }
+
+    /// "web-3 pid 4242 for 3m12s (session 1a2b3c4d)": fits a terminal line.
+    pub(crate) fn holder_short(&self) -> String {
+        let mut s = match (&self.hostname, self.pid) {
+            (Some(h), Some(p)) => format!("{h} pid {p}"),
+            (Some(h), None) => h.clone(),
+            (None, Some(p)) => format!("pid {p}"),
+            (None, None) => "another process".to_owned(),
+        };
+        if let Some(ms) = self.since_unix_ms {
+            s += &format!(" for {}", timefmt::short(timefmt::ago(ms)));
+        }
+        let session = self.session.as_deref().unwrap_or("?");
+        s += &format!(" (session {})", session.get(..8).unwrap_or(session));
+        s
+    }
+
+    fn print_human(&self) {
+        if !self.held {
+            say!("{}: free", self.key);
+            return;
+        }
+        say!("{}: held", self.key);
+        let row = |name: &str, v: Option<String>| say!("  {name:<14} {}", v.unwrap_or_else(|| "-".into()));
+        row("session", self.session.clone());
+        row("session name", self.session_name.clone());
+        row("node", self.node.clone());
+        row("hostname", self.hostname.clone());
+        row("pid", self.pid.map(|p| p.to_string()));
+        row(
+            "since",
+            self.since
+                .as_ref()
+                .zip(self.since_unix_ms)
+                .map(|(s, ms)| format!("{s} ({} ago)", timefmt::short(timefmt::ago(ms)))),
+        );
+        row("fencing token", self.fencing_token.map(|t| t.to_string()));
+    }
+}
+
+/// Exit 0 when free, 1 when held, 2 on error.
+pub(crate) async fn status(client: &Client, key: &str, json: bool) -> Result<i32, Failure> {
+    let report = Report::read(client, key, exit::ERROR).await?;
+    if json {
+        let out = serde_json::to_string(&report).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+        say!("{out}");
+    } else {
+        report.print_human();
+    }
+    Ok(if report.held { 1 } else { 0 })
+}
