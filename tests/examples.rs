@@ -10,7 +10,11 @@ fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|d| d.parent()).unwrap().join("examples").join(name);
-    assert!(path.is_file(), "example binary {} not built: run `cargo build --examples --all-features` (scripts/test.sh does)", path.display());
+    assert!(
+        path.is_file(),
+        "example binary {} not built: run `cargo build --examples --all-features` (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
