@@ -188,6 +188,8 @@ impl EphemeralLock {
         session_name(String);
         /// See [`crate::EphemeralLock::node_health_checks`]. Default `false`.
         node_health_checks(bool);
+        /// See [`crate::EphemeralLock::fair`]. Default `false`.
+        fair(bool);
     }
 
     fn parts(&mut self) -> Result<(crate::EphemeralLock, Client)> {

@@ -103,6 +103,15 @@ impl TransportError {
 
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.starts_with(TLS_FAILED) {
+            return write!(
+                f,
+                "cannot reach Consul at {}: {}; check CONSUL_CACERT (the CA that signed the agent's \
+                 certificate), CONSUL_TLS_SERVER_NAME, and CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY when the agent \
+                 verifies clients",
+                self.address, self.message
+            );
+        }
         write!(
             f,
             "cannot reach Consul at {}: {}; is Consul running at {}? (set CONSUL_HTTP_ADDR to point elsewhere)",
@@ -132,6 +141,8 @@ impl Error {
         let timeout = err.is_timeout();
         let message = if timeout {
             "request timed out".to_owned()
+        } else if is_tls_failure(&root_cause(&err)) {
+            format!("{TLS_FAILED} ({})", root_cause(&err))
         } else if err.is_connect() {
             format!("connection failed ({})", root_cause(&err))
         } else {
@@ -193,6 +204,14 @@ fn describe_holder(holder: Option<&Holder>) -> String {
             None => format!("held by session {}", h.session_id),
         },
     }
+}
+
+const TLS_FAILED: &str = "TLS handshake failed";
+
+/// A certificate or handshake failure (rustls' wording), told apart from "nothing listens there".
+fn is_tls_failure(cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    ["certificate", "handshake", "alert", "unknownissuer", "tls"].iter().any(|w| c.contains(w))
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {

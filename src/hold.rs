@@ -26,6 +26,8 @@ pub(crate) struct Hold {
     watch_started: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
     claim: Mutex<Option<Claim>>,
+    /// Fair mode: our entry in the key's queue, deleted with the key at release.
+    queue_entry: Mutex<Option<String>>,
     runtime: Handle,
 }
 
@@ -60,6 +62,7 @@ impl Hold {
             watch_started: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             claim: Mutex::new(claim),
+            queue_entry: Mutex::new(None),
             runtime: Handle::current(),
         });
         if let Some(limit) = max_hold {
@@ -73,6 +76,11 @@ impl Hold {
             lock(&hold.tasks).push(t.abort_handle());
         }
         hold
+    }
+
+    /// Fair mode: the queue entry this hold owns (see [`crate::queue`]).
+    pub(crate) fn set_queue_entry(&self, entry: Option<String>) {
+        *lock(&self.queue_entry) = entry;
     }
 
     /// Held: not released, not known lost, and the session's lease deadline not passed.
@@ -118,9 +126,13 @@ impl Hold {
         let session = self.session.clone();
         let key = self.key.clone();
         let own = self.own_session;
+        let entry = lock(&self.queue_entry).clone();
         self.runtime.spawn(async move {
             let deadline = Instant::now() + session.client.request_timeout();
             let _ = retry::until(deadline, || session.client.txn_release(&key, &session.id)).await;
+            if let Some(entry) = entry {
+                let _ = retry::until(deadline, || session.client.txn_release(&entry, &session.id)).await;
+            }
             if own {
                 session.close();
             }
@@ -149,6 +161,7 @@ impl Hold {
             own_session: self.own_session,
             lost: self.is_lost(),
             claim: lock(&self.claim).take(),
+            queue_entry: lock(&self.queue_entry).take(),
         })
     }
 }
@@ -172,6 +185,7 @@ struct ReleaseJob {
     own_session: bool,
     lost: bool,
     claim: Option<Claim>,
+    queue_entry: Option<String>,
 }
 
 impl ReleaseJob {
@@ -187,7 +201,11 @@ impl ReleaseJob {
             // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.
             s.destroy_now(deadline).await
         } else {
-            match retry::until(deadline, || s.client.txn_release(&self.key, &s.id)).await {
+            let released = match &self.queue_entry {
+                Some(entry) => crate::queue::release(&s.client, &self.key, &s.id, entry, deadline).await,
+                None => retry::until(deadline, || s.client.txn_release(&self.key, &s.id)).await,
+            };
+            match released {
                 Ok(Released::Deleted) => Ok(()),
                 Ok(Released::NotOurs) => {
                     tracing::warn!("the key was no longer ours at release: the lock had been lost");

@@ -62,6 +62,7 @@ mod hold;
 mod holder;
 mod key;
 mod lock;
+mod queue;
 mod retry;
 mod session;
 #[cfg(feature = "test-util")]

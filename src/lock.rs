@@ -16,6 +16,7 @@ use crate::guard::LockGuard;
 use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
 use crate::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+use crate::queue;
 use crate::retry::{self, Backoff};
 use crate::session::SessionCore;
 
@@ -32,8 +33,12 @@ pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 /// Longest lock-delay Consul honours (it silently clamps larger values; we reject them).
 pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 
-/// Longest single blocking query while waiting for a key.
-const MAX_BLOCK: Duration = Duration::from_secs(300);
+/// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
+const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
+/// Longest single blocking query while waiting (as Go's client). A cancelled wait cannot stop the
+/// agent's side of its query, which keeps one of the agent's connections per client IP (200 by
+/// default) busy until the wait ends: short waits bound that.
+const MAX_BLOCK: Duration = Duration::from_secs(15);
 /// A stand-in session ID of the real length, to size the lock transaction before we have one.
 const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -77,6 +82,7 @@ pub struct EphemeralLock {
     /// Settings that belong to the session, set on a lock bound to a shared one.
     session_setting_on_shared: Option<&'static str>,
     held: Option<Arc<Hold>>,
+    fair: bool,
 }
 
 /// Everything an acquire needs, validated.
@@ -88,6 +94,7 @@ struct Plan {
     acquire_timeout: Duration,
     max_hold: Option<Duration>,
     shared: Option<Arc<SessionCore>>,
+    fair: bool,
 }
 
 impl EphemeralLock {
@@ -108,6 +115,7 @@ impl EphemeralLock {
             shared: None,
             session_setting_on_shared: None,
             held: None,
+            fair: false,
         }
     }
 
@@ -170,6 +178,18 @@ impl EphemeralLock {
     pub fn session_name(mut self, name: String) -> Self {
         self.session_name = Some(name);
         self.session_setting("session_name")
+    }
+
+    /// Fair mode: waiters queue by arrival (`CreateIndex` of an entry under
+    /// `<key>/.consul-lock-queue/<session>`, held by the waiter's session) and each watches only its
+    /// predecessor, so a release wakes one waiter instead of all of them and turns go first come,
+    /// first served. Costs one more write per acquisition (the queue entry; its delete rides in the
+    /// release transaction) and lets no newcomer overtake a waiter. Every contender of a key should
+    /// use the same mode: a non-fair contender can still take the key between two fair holders.
+    /// Default `false`.
+    pub fn fair(mut self, yes: bool) -> Self {
+        self.fair = yes;
+        self
     }
 
     /// Tie the session to the agent node's health (`serfHealth`) as well as its TTL. Default
@@ -359,6 +379,7 @@ impl EphemeralLock {
             acquire_timeout: self.acquire_timeout,
             max_hold: self.max_hold,
             shared: self.shared.clone(),
+            fair: self.fair,
         })
     }
 }
@@ -450,7 +471,13 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
 
     let mut session: Option<Arc<SessionCore>> = plan.shared.clone();
     let mut delay_backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    // Lock attempts on the current session, and how many sessions in a row were refused as invalid at
+    // their very first attempt (a permanent server problem, not an expiry during a wait).
+    let mut attempts_on_session = 0u32;
+    let mut fresh_invalid = 0u32;
     let mut seen = Seen::Nothing;
+    // Fair mode: our place in the key's queue (deleted in the background if we give up).
+    let mut place: Option<queue::Place> = None;
     loop {
         // 1. A live session (created here, renewed from now on, while we wait too).
         let s = match &session {
@@ -459,6 +486,7 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
             _ => {
                 let created = SessionCore::create(client, &plan.spec, retry_until(deadline)).await?;
                 session = Some(created.clone());
+                attempts_on_session = 0;
                 if tx.is_closed() {
                     return cancelled(); // dropping `created` destroys it
                 }
@@ -466,20 +494,66 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
             }
         };
 
+        // 1b. Fair mode: queue, and wait until nobody is ahead of us.
+        if plan.fair {
+            if place.as_ref().is_none_or(|p| p.sid() != s.id) {
+                let enqueued = queue::Place::enqueue(client, &plan.key, &s.id, retry_until(deadline)).await?;
+                match enqueued {
+                    Some(p) => place = Some(p),
+                    None => {
+                        s.mark_lost("the queue entry says the session is invalid");
+                        if past(deadline) || plan.shared.is_some() {
+                            return Err(Error::LockLost { key: plan.key.clone() });
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(p) = place.as_mut() else { continue };
+            match unless_cancelled(tx, p.wait_turn(deadline)).await {
+                None => return cancelled(),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(None)) => return not_acquired(holder_entry(client, &plan.key, fail_hard).await),
+                Some(Ok(Some(false))) => {
+                    place = None; // our entry is gone: enqueue again
+                    continue;
+                }
+                Some(Ok(Some(true))) => {}
+            }
+        }
+
         // 2. One lock attempt: a `lock` transaction returns the fencing token with the write.
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = api::lock_txn_body(&plan.key, &value, &s.id);
         let attempt = retry::until(retry_until(deadline), || client.txn_lock(body.clone())).await?;
+        attempts_on_session += 1;
         match attempt {
             LockAttempt::Acquired { modify_index } => {
                 tracing::debug!(session = %s.id, token = modify_index, "acquired");
                 let own = plan.shared.is_none();
-                return Ok(Some(Hold::new(plan.key.clone(), s, own, modify_index, claim, plan.max_hold)));
+                let hold = Hold::new(plan.key.clone(), s, own, modify_index, claim, plan.max_hold);
+                hold.set_queue_entry(place.take().map(queue::Place::disarm));
+                return Ok(Some(hold));
             }
             LockAttempt::InvalidSession => {
                 s.mark_lost("the lock attempt says the session is invalid");
                 if past(deadline) {
                     return Err(Error::LockLost { key: plan.key.clone() });
+                }
+                fresh_invalid = if attempts_on_session == 1 { fresh_invalid + 1 } else { 0 };
+                if fresh_invalid >= MAX_FRESH_INVALID_SESSIONS {
+                    return Err(Error::Consul {
+                        address: client.address().to_owned(),
+                        status: 500,
+                        message: format!(
+                            "invalid session: Consul refused {fresh_invalid} newly created sessions in a row"
+                        ),
+                    });
+                }
+                // Pace the re-creation (never past the deadline).
+                let pause = time_left(deadline).map_or(Duration::ZERO, |left| delay_backoff.next_delay().min(left));
+                if unless_cancelled(tx, tokio::time::sleep(pause)).await.is_none() {
+                    return cancelled();
                 }
                 continue;
             }
@@ -493,6 +567,7 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
                 }
                 continue;
             }
+            LockAttempt::Held if plan.fair => continue, // back to the queue: re-read, wait again
             LockAttempt::Held => {}
         }
         if tx.is_closed() {

@@ -46,11 +46,21 @@ impl ConsulDev {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with_args(extra: &[&str]) -> std::io::Result<ConsulDev> {
+        Self::start_with_token(extra, None)
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args) for an agent with ACLs enabled: its readiness
+    /// probe sends `probe_token` (for example the `master` token set in the `-hcl` ACL config).
+    /// The token is used for the probe only; [`client`](Self::client) still sends none.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_token(extra: &[&str], probe_token: Option<&str>) -> std::io::Result<ConsulDev> {
         let binary = find_binary()?;
         let mut last_err = None;
         // A free port can be taken between probing and binding: try a few times.
         for _ in 0..3 {
-            match Self::try_start(&binary, extra) {
+            match Self::try_start(&binary, extra, probe_token) {
                 Ok(dev) => return Ok(dev),
                 Err(e) => last_err = Some(e),
             }
@@ -58,7 +68,7 @@ impl ConsulDev {
         Err(last_err.unwrap_or_else(|| other("consul agent did not start")))
     }
 
-    fn try_start(binary: &Path, extra: &[&str]) -> std::io::Result<ConsulDev> {
+    fn try_start(binary: &Path, extra: &[&str], token: Option<&str>) -> std::io::Result<ConsulDev> {
         let ports = free_ports(4)?;
         let dir = std::env::temp_dir().join(format!("consul-lock-dev-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir)?;
@@ -76,7 +86,7 @@ impl ConsulDev {
             .stderr(log);
         let child = cmd.spawn().map_err(|e| other(&format!("cannot run {}: {e}", binary.display())))?;
         let mut dev = ConsulDev { child, http_addr: format!("127.0.0.1:{}", ports[0]), dir, binary: binary.to_owned() };
-        dev.wait_ready().map_err(|e| {
+        dev.wait_ready(token).map_err(|e| {
             let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -85,17 +95,18 @@ impl ConsulDev {
         Ok(dev)
     }
 
-    fn wait_ready(&mut self) -> std::io::Result<()> {
+    fn wait_ready(&mut self, token: Option<&str>) -> std::io::Result<()> {
         let give_up = Instant::now() + START_TIMEOUT;
         while Instant::now() < give_up {
             if let Some(status) = self.child.try_wait()? {
                 return Err(other(&format!("consul agent exited early ({status})")));
             }
-            let leader = http(&self.http_addr, "GET", "/v1/status/leader", "");
+            let leader = http(&self.http_addr, "GET", "/v1/status/leader", "", token);
             if matches!(&leader, Ok((200, body)) if body.contains(':')) {
-                if let Ok((200, body)) = http(&self.http_addr, "PUT", "/v1/session/create", r#"{"TTL":"10s"}"#) {
+                let create = http(&self.http_addr, "PUT", "/v1/session/create", r#"{"TTL":"10s"}"#, token);
+                if let Ok((200, body)) = create {
                     if let Some(id) = body.split('"').nth(3) {
-                        let _ = http(&self.http_addr, "PUT", &format!("/v1/session/destroy/{id}"), "");
+                        let _ = http(&self.http_addr, "PUT", &format!("/v1/session/destroy/{id}"), "", token);
                         return Ok(());
                     }
                 }
@@ -196,10 +207,11 @@ fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
 }
 
 /// A tiny HTTP/1.0 client for readiness probes, usable with or without a runtime.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+fn http(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let token = token.map(|t| format!("X-Consul-Token: {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{token}Content-Length: {}\r\n\r\n{body}", body.len())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -93,3 +93,7 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+pub mod child;
+pub mod cluster;
+pub mod proxy;
+pub mod worker;

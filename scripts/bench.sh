@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# One command for the figures of docs/PERFORMANCE.md:
+#   1. installs Consul (scripts/install-consul.sh) and starts ONE `consul agent -dev` on free loopback ports;
+#   2. runs our bench (benches/lockbench.rs) and, when ../shared/peers exists, the Go api.Lock and
+#      python-consul-lock peers against that same agent, interleaved part by part (latency: ours, Go,
+#      Python; then contention: ours, Go, Python) so that machine drift hits all of them alike;
+#   3. (unless BENCH_SERVER=0) starts a single non-dev server with a -data-dir (Raft log on disk) and
+#      runs the uncontended-cycle part of all three again there: the write-path figures.
+# Results: target/bench/<UTC time>/ (our markdown, each peer's summary.md/results.json, a combined
+# report.md). Every agent is stopped by its PID at exit.
+#
+#   scripts/bench.sh                    # everything, a few minutes
+#   BENCH_QUICK=1 scripts/bench.sh      # smoke run: small sizes
+#   BENCH_PEERS=0 scripts/bench.sh      # ours only
+#   PEERS_DIR=/path/to/peers scripts/bench.sh
+# Sizes (ours): LOCKBENCH_N, LOCKBENCH_ROUNDS, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
+# LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see the bench).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+peers=${PEERS_DIR:-$repo/../shared/peers}
+use_peers=${BENCH_PEERS:-1}
+[ -d "$peers/go" ] && [ -d "$peers/python" ] || use_peers=0
+out=${BENCH_OUT:-$repo/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+if [ -n "${BENCH_QUICK:-}" ]; then
+  export LOCKBENCH_N=${LOCKBENCH_N:-50} LOCKBENCH_ROUNDS=${LOCKBENCH_ROUNDS:-2} LOCKBENCH_HANDOFFS=${LOCKBENCH_HANDOFFS:-40}
+  export LOCKBENCH_SLOW_HANDOFFS=${LOCKBENCH_SLOW_HANDOFFS:-10} LOCKBENCH_SCALE_KEYS=${LOCKBENCH_SCALE_KEYS:-1000}
+  export LOCKBENCH_IDLE_SECS=${LOCKBENCH_IDLE_SECS:-3}
+  go_lat=(-n 50 -rounds 2 -warmup 5); py_lat=(-n 50 --rounds 2)
+  go_con=(-runs g4f,p4f -reps 1 -handoffs 40 -sweep 'g8f:40')
+  py_con=(--procs 4 --handoffs 40 --contend-repeats 1 --sweep-procs 8 --sweep-holds-ms 100 --sweep-handoffs 10)
+else
+  export LOCKBENCH_N=${LOCKBENCH_N:-200} LOCKBENCH_ROUNDS=${LOCKBENCH_ROUNDS:-5}
+  go_lat=(-n "$LOCKBENCH_N" -rounds "$LOCKBENCH_ROUNDS"); py_lat=(-n "$LOCKBENCH_N" --rounds "$LOCKBENCH_ROUNDS")
+  go_con=(-runs g2f,g4f,g8f,p4f,p8f -reps 1 -handoffs 200 -sweep 'g32f:100,g8:200,p4f@100:40,g8f@100:40')
+  py_con=(--procs 4 --handoffs 200 --contend-repeats 1 --sweep-procs 2,8 --sweep-holds-ms 100 --sweep-handoffs 40)
+fi
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "Consul"
+CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
+export CONSUL_BIN
+"$CONSUL_BIN" version | head -n 1 >&2
+
+step "build the bench (cargo bench --no-run)"
+cargo bench --no-run --all-features --bench lockbench >&2
+bench_exe=$(cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$bench_exe" ] || { echo "bench: cannot find the lockbench executable" >&2; exit 1; }
+
+if [ "$use_peers" = 1 ]; then
+  step "build the peers (cached after the first time)"
+  "$peers/go/run.sh" --build-only >&2 || use_peers=0
+  "$peers/python/run.sh" --build-only >&2 || use_peers=0
+  [ "$use_peers" = 1 ] || echo "a peer could not be built: running ours only" >&2
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+agent_pid=
+agent_dir=
+stop_agent() {
+  if [ -n "$agent_pid" ]; then
+    kill "$agent_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$agent_pid" 2>/dev/null || true
+    wait "$agent_pid" 2>/dev/null || true
+  fi
+  [ -z "$agent_dir" ] || rm -rf "$agent_dir"
+  agent_pid= agent_dir=
+}
+trap stop_agent EXIT
+
+# start_agent dev|server: one agent on free loopback ports; sets $consul (host:port).
+start_agent() {
+  local mode=$1 http serf_lan serf_wan server
+  http=$(free_port); serf_lan=$(free_port); serf_wan=$(free_port); server=$(free_port)
+  agent_dir=$(mktemp -d "${TMPDIR:-/tmp}/consul-lock-bench.XXXXXX")
+  local args=(agent -bind 127.0.0.1 -client 127.0.0.1 -http-port "$http" -serf-lan-port "$serf_lan"
+    -serf-wan-port "$serf_wan" -server-port "$server" -dns-port -1 -grpc-port -1 -log-level warn
+    -node "lockbench-$mode")
+  if [ "$mode" = dev ]; then
+    args+=(-dev)
+  else
+    args+=(-server -bootstrap-expect 1 -data-dir "$agent_dir/data")
+  fi
+  "$CONSUL_BIN" "${args[@]}" >"$out/consul-$mode.log" 2>&1 &
+  agent_pid=$!
+  consul=127.0.0.1:$http
+  for _ in $(seq 300); do
+    kill -0 "$agent_pid" 2>/dev/null || { tail -n 20 "$out/consul-$mode.log" >&2; exit 1; }
+    if curl -sf "http://$consul/v1/status/leader" | grep -q ':' &&
+      sid=$(curl -sf -X PUT -d '{"TTL":"10s"}' "http://$consul/v1/session/create" | sed -n 's/.*"ID": *"\([^"]*\)".*/\1/p') &&
+      [ -n "$sid" ]; then
+      curl -sf -X PUT "http://$consul/v1/session/destroy/$sid" >/dev/null
+      echo "consul $mode agent at $consul (pid $agent_pid)" >&2
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "consul $mode agent did not become ready" >&2
+  tail -n 20 "$out/consul-$mode.log" >&2
+  exit 1
+}
+
+ours() { # ours NAME PART...
+  local name=$1; shift
+  step "ours: $*"
+  LOCKBENCH_CONSUL=$consul "$bench_exe" "$@" | tee "$out/rust-$name.md" || echo "ours $* failed" >&2
+}
+peer() { # peer go|python NAME PART ARGS...
+  local which=$1 name=$2; shift 2
+  step "peer $which: $*"
+  "$peers/$which/run.sh" --consul "$consul" --out "$out/$which-$name" "$@" >&2 || echo "peer $which $1 failed" >&2
+}
+
+started=$(date -u +%FT%TZ)
+start_agent dev
+ours dev-latency latency
+if [ "$use_peers" = 1 ]; then
+  peer go dev-latency latency "${go_lat[@]}"
+  peer python dev-latency latency "${py_lat[@]}"
+fi
+ours dev-contend contend
+if [ "$use_peers" = 1 ]; then
+  peer go dev-contend contend "${go_con[@]}"
+  peer python dev-contend contend "${py_con[@]}"
+fi
+ours dev-scale scale
+stop_agent
+
+if [ "${BENCH_SERVER:-1}" = 1 ]; then
+  start_agent server
+  ours server-latency latency
+  if [ "$use_peers" = 1 ]; then
+    peer go server-latency latency "${go_lat[@]}"
+    peer python server-latency latency "${py_lat[@]}"
+  fi
+  stop_agent
+fi
+
+{
+  echo "# lockbench run $started → $(date -u +%FT%TZ) ($(nproc) CPUs, $("$CONSUL_BIN" version | head -n 1))"
+  for f in "$out"/rust-*.md; do echo; echo "<!-- $(basename "$f") -->"; cat "$f"; done
+  echo; python3 "$repo/scripts/bench_compare.py" "$out" || true
+  for d in "$out"/go-* "$out"/python-*; do
+    [ -f "$d/summary.md" ] || continue
+    echo; echo "# peer: $(basename "$d")"; echo; cat "$d/summary.md"
+  done
+} >"$out/report.md"
+echo "report: $out/report.md" >&2

@@ -1,0 +1,330 @@
+//! Opt-in fair mode ([`EphemeralLock::fair`](crate::EphemeralLock::fair)): contenders queue by
+//! `CreateIndex` under `<key>/.consul-lock-queue/<session>` and each watches only its predecessor,
+//! so a release wakes one waiter instead of all of them (no thundering herd, FIFO turns).
+//!
+//! The queue only orders the attempts: mutual exclusion is still the `lock` transaction on the key
+//! itself. A queue entry is held by the waiter's session (Behavior `delete`), so a waiter that dies
+//! leaves the queue with its session; one that gives up deletes its entry at once.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::key;
+use crate::retry::{self, Backoff};
+
+const SEGMENT: &str = ".consul-lock-queue/";
+/// Longest single blocking query while waiting (as Go's client). A cancelled wait cannot stop the
+/// agent's side of its query, which keeps one of the agent's connections per client IP (200 by
+/// default) busy until the wait ends: short waits bound that.
+const MAX_BLOCK: Duration = Duration::from_secs(15);
+
+/// The prefix under which the waiters of `key` queue (it starts with `key`).
+pub(crate) fn prefix(key: &str) -> String {
+    if key.ends_with('/') {
+        format!("{key}{SEGMENT}")
+    } else {
+        format!("{key}/{SEGMENT}")
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Entry {
+    key: String,
+    #[serde(default)]
+    create_index: u64,
+    #[serde(default)]
+    modify_index: u64,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Reply {
+    #[serde(default)]
+    results: Option<Vec<ResultKv>>,
+    #[serde(default)]
+    errors: Option<Vec<TxnError>>,
+}
+
+#[derive(Deserialize)]
+struct ResultKv {
+    #[serde(rename = "KV")]
+    kv: Option<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnError {
+    #[serde(default)]
+    what: String,
+}
+
+/// What to do before the next lock attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Nobody is ahead: try the lock.
+    Mine,
+    /// Wait until `key` (the predecessor's entry, or the lock key when a non-queued holder has it)
+    /// is no longer held by `session`.
+    Watch { key: String, index: u64, session: String },
+    /// Our entry is gone (our session was invalidated): enqueue again.
+    Missing,
+}
+
+/// Decide from a listing of `<key>` and its queue who we wait for.
+pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[Entry]) -> Turn {
+    let prefix = prefix(lock_key);
+    let mine = format!("{prefix}{sid}");
+    let held = |e: &Entry| e.session.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let Some(me) = entries.iter().find(|e| e.key == mine && held(e).as_deref() == Some(sid)) else {
+        return Turn::Missing;
+    };
+    let pred = entries
+        .iter()
+        .filter(|e| e.key.starts_with(&prefix) && e.key != mine && e.create_index < me.create_index)
+        .filter_map(|e| held(e).map(|s| (e, s)))
+        .max_by_key(|(e, _)| e.create_index);
+    if let Some((p, s)) = pred {
+        return Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), session: s };
+    }
+    match entries.iter().find(|e| e.key == lock_key).and_then(|e| held(e).map(|s| (e, s))) {
+        Some((e, s)) if s != sid => Turn::Watch { key: e.key.clone(), index: e.modify_index.max(1), session: s },
+        _ => Turn::Mine,
+    }
+}
+
+/// Our place in the queue of one key. Dropping it while armed deletes the entry in the background
+/// (a waiter that gives up must not hold up the ones behind it).
+pub(crate) struct Place {
+    client: Client,
+    lock_key: String,
+    sid: String,
+    /// Listing from the enqueue transaction, used once instead of a fresh read.
+    fresh: Option<Vec<Entry>>,
+    armed: bool,
+}
+
+impl Place {
+    pub(crate) fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    pub(crate) fn entry_key(&self) -> String {
+        format!("{}{}", prefix(&self.lock_key), self.sid)
+    }
+
+    /// Take our place: one transaction that locks our entry and lists the key and its queue.
+    /// `Ok(None)`: Consul says our session is invalid.
+    pub(crate) async fn enqueue(
+        client: &Client,
+        lock_key: &str,
+        sid: &str,
+        deadline: Instant,
+    ) -> Result<Option<Place>> {
+        let mine = format!("{}{sid}", prefix(lock_key));
+        let body = json!([
+            {"KV": {"Verb": "lock", "Key": mine, "Session": sid}},
+            {"KV": {"Verb": "get-tree", "Key": lock_key}},
+        ])
+        .to_string()
+        .into_bytes();
+        let entries = retry::until(deadline, || async {
+            let reply = client.call(Method::PUT, "txn", &[], Some(body.clone()), client.request_timeout()).await?;
+            match reply.status {
+                200 => {
+                    let r: Reply = client.decode(&reply.body)?;
+                    Ok(Some(r.results.unwrap_or_default().into_iter().filter_map(|x| x.kv).collect::<Vec<_>>()))
+                }
+                409 => {
+                    let r: Reply = client.decode(&reply.body)?;
+                    let what = r.errors.unwrap_or_default().into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
+                    let lower = what.to_ascii_lowercase();
+                    if lower.contains("permission denied") {
+                        Err(Error::PermissionDenied { address: client.address().to_owned(), message: what })
+                    } else if lower.contains("invalid session") {
+                        Ok(None)
+                    } else {
+                        Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
+                    }
+                }
+                _ if reply.text().to_ascii_lowercase().contains("invalid session") => Ok(None),
+                _ => Err(client
+                    .check(reply)
+                    .err()
+                    .unwrap_or_else(|| Error::decode(client.address(), "unexpected status"))),
+            }
+        })
+        .await?;
+        Ok(entries.map(|entries| Place {
+            client: client.clone(),
+            lock_key: lock_key.to_owned(),
+            sid: sid.to_owned(),
+            fresh: Some(entries),
+            armed: true,
+        }))
+    }
+
+    /// The key and its queue now (the enqueue's own listing the first time); retried like every
+    /// read, never past the deadline.
+    async fn listing(&mut self, deadline: Option<Instant>) -> Result<Vec<Entry>> {
+        if let Some(e) = self.fresh.take() {
+            return Ok(e);
+        }
+        let (client, path) = (&self.client, format!("kv/{}", key::encode_path(&self.lock_key)));
+        let until = deadline.unwrap_or_else(|| Instant::now() + client.request_timeout());
+        retry::until(until, || async {
+            let reply = client.call(Method::GET, &path, &[("recurse", "")], None, client.request_timeout()).await?;
+            if reply.status == 404 {
+                return Ok(Vec::new());
+            }
+            let reply = client.check(reply)?;
+            client.decode(&reply.body)
+        })
+        .await
+    }
+
+    /// Wait until it is our turn to try the lock. `Ok(Some(true))`: try now; `Ok(Some(false))`: our
+    /// entry is gone, enqueue again; `Ok(None)`: the deadline passed.
+    pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<bool>> {
+        let mut backoff = Backoff::requests();
+        let entries = self.listing(deadline).await?;
+        let (wkey, mut index, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
+            Turn::Mine => return Ok(Some(true)),
+            Turn::Missing => return Ok(Some(false)),
+            Turn::Watch { key, index, session } => (key, index, session),
+        };
+        loop {
+            let left = match deadline {
+                None => MAX_BLOCK,
+                Some(d) => match d.checked_duration_since(Instant::now()).filter(|l| *l >= Duration::from_millis(1)) {
+                    Some(l) => l.min(MAX_BLOCK),
+                    None => return Ok(None),
+                },
+            };
+            let read = self.client.kv_get(&wkey, Some((index, left)));
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                },
+                None => read.await,
+            };
+            match result {
+                Ok((idx, entry)) => {
+                    if entry.as_ref().and_then(|e| e.holder_session()) != Some(wsession.as_str()) {
+                        return Ok(Some(true)); // predecessor (or holder) gone: our turn
+                    }
+                    if idx == index {
+                        tokio::time::sleep(Duration::from_millis(20)).await; // pace a churning index
+                    }
+                    index = if idx < index { 1 } else { idx };
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(backoff.next_delay()).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Acquired: the entry now lives as long as the hold and is deleted by its release.
+    pub(crate) fn disarm(mut self) -> String {
+        self.armed = false;
+        self.entry_key()
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (client, entry, sid) = (self.client.clone(), self.entry_key(), self.sid.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let deadline = Instant::now() + client.request_timeout();
+                let _ = retry::until(deadline, || client.txn_release(&entry, &sid)).await;
+            });
+        }
+    }
+}
+
+/// The owner-checked release of a fair-mode hold: `check-session` + `delete` of the key and the
+/// delete of our queue entry in one transaction (one write, as without the queue). When the key is
+/// no longer ours, the entry is still deleted on its own.
+pub(crate) async fn release(
+    client: &Client,
+    lock_key: &str,
+    sid: &str,
+    entry: &str,
+    deadline: Instant,
+) -> Result<crate::api::Released> {
+    use crate::api::Released;
+    let body = json!([
+        {"KV": {"Verb": "check-session", "Key": lock_key, "Session": sid}},
+        {"KV": {"Verb": "delete", "Key": lock_key}},
+        {"KV": {"Verb": "delete", "Key": entry}},
+    ])
+    .to_string()
+    .into_bytes();
+    let outcome = retry::until(deadline, || async {
+        let reply = client.call(Method::PUT, "txn", &[], Some(body.clone()), client.request_timeout()).await?;
+        match reply.status {
+            200 => Ok(Released::Deleted),
+            409 => {
+                let r: Reply = client.decode(&reply.body)?;
+                let what = r.errors.unwrap_or_default().into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
+                if what.to_ascii_lowercase().contains("permission denied") {
+                    Err(Error::PermissionDenied { address: client.address().to_owned(), message: what })
+                } else if what.contains("failed session check") || what.contains("doesn't exist") {
+                    Ok(Released::NotOurs)
+                } else {
+                    Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
+                }
+            }
+            _ => Err(client.check(reply).err().unwrap_or_else(|| Error::decode(client.address(), "unexpected status"))),
+        }
+    })
+    .await?;
+    if outcome == Released::NotOurs {
+        retry::until(deadline, || client.txn_release(entry, sid)).await?;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(key: &str, create: u64, modify: u64, session: &str) -> Entry {
+        Entry { key: key.into(), create_index: create, modify_index: modify, session: Some(session.into()) }
+    }
+
+    #[test]
+    fn waits_for_the_predecessor_then_the_holder() {
+        let q = prefix("k");
+        assert_eq!(q, "k/.consul-lock-queue/");
+        assert_eq!(prefix("dir/"), "dir/.consul-lock-queue/");
+        let entries = vec![
+            e("k", 9, 12, "h"),
+            e(&format!("{q}a"), 5, 5, "a"),
+            e(&format!("{q}b"), 7, 7, "b"),
+            e(&format!("{q}c"), 8, 8, "c"),
+            e("k2", 1, 1, "x"),
+        ];
+        assert_eq!(decide("k", "c", &entries), Turn::Watch { key: format!("{q}b"), index: 7, session: "b".into() });
+        assert_eq!(decide("k", "b", &entries), Turn::Watch { key: format!("{q}a"), index: 5, session: "a".into() });
+        assert_eq!(decide("k", "a", &entries), Turn::Watch { key: "k".into(), index: 12, session: "h".into() });
+        assert_eq!(decide("k", "z", &entries), Turn::Missing);
+        let free = vec![e(&format!("{q}a"), 5, 5, "a"), Entry { session: None, ..e("k", 1, 2, "") }];
+        assert_eq!(decide("k", "a", &free), Turn::Mine);
+        // Our own hold of the key does not make us wait.
+        assert_eq!(decide("k", "a", &[e(&format!("{q}a"), 5, 5, "a"), e("k", 6, 6, "a")]), Turn::Mine);
+    }
+}

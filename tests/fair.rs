@@ -1,0 +1,139 @@
+//! Fair mode (`EphemeralLock::fair(true)`): waiters are served in arrival order, a release wakes
+//! only the next one, and the queue entries never outlive their waiters. Against a real Consul agent.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use consul_lock::Session;
+use serde_json::Value;
+use support::{client, consul, eventually, unique};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// The keys under `<key>/.consul-lock-queue/`, read raw (not through the library).
+async fn queue_keys(key: &str) -> Vec<String> {
+    let url = format!("http://{}/v1/kv/{key}/.consul-lock-queue/?keys", consul().http_addr());
+    let r = reqwest::get(url).await.unwrap();
+    if r.status() == 404 {
+        return Vec::new();
+    }
+    assert!(r.status().is_success(), "list queue: {}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v.as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+}
+
+async fn session() -> Session {
+    Session::new(client(), Duration::from_secs(15)).await.expect("session")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_in_arrival_order_and_the_queue_is_emptied() {
+    let key = unique("fair-order");
+    let holder = session().await;
+    let guard = holder.lock(&key).fair(true).hold().await.expect("first hold");
+    assert_eq!(queue_keys(&key).await.len(), 1, "the holder's own queue entry");
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let s = session().await;
+        sessions.push(s.clone());
+        let (k, order) = (key.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let g = s.lock(&k).fair(true).acquire_timeout(LONG).hold().await.expect("waiter hold");
+            order.lock().unwrap().push(i);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            g.release().await.expect("waiter release");
+        }));
+        // Let waiter i take its place in the queue before the next one arrives.
+        let k = key.clone();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let k = k.clone();
+                async move { queue_keys(&k).await.len() == i + 2 }
+            })
+            .await,
+            "waiter {i} never queued"
+        );
+    }
+    guard.release().await.expect("release");
+    for t in tasks {
+        tokio::time::timeout(LONG, t).await.expect("waiters finish in time").unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2], "first come, first served");
+    assert!(queue_keys(&key).await.is_empty(), "queue entries left: {:?}", queue_keys(&key).await);
+    assert!(support::raw_kv(&key).await.is_none(), "the lock key is deleted at release");
+    for s in sessions.into_iter().chain([holder]) {
+        s.destroy().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_leaves_the_queue_and_does_not_block_the_next() {
+    let key = unique("fair-timeout");
+    let holder = session().await;
+    let guard = holder.lock(&key).fair(true).hold().await.expect("hold");
+
+    let quitter = session().await;
+    let err = quitter.lock(&key).fair(true).acquire_timeout(Duration::from_millis(300)).hold().await.unwrap_err();
+    assert!(err.is_not_acquired(), "{err}");
+    let k = key.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let k = k.clone();
+            async move { queue_keys(&k).await.len() == 1 }
+        })
+        .await,
+        "the quitter's queue entry was not removed: {:?}",
+        queue_keys(&key).await
+    );
+
+    let next = session().await;
+    let (k, n) = (key.clone(), next.clone());
+    let waiter = tokio::spawn(async move { n.lock(&k).fair(true).acquire_timeout(LONG).hold().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    guard.release().await.unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the next waiter is not held up by the quitter")
+        .unwrap()
+        .expect("next hold");
+    g.release().await.unwrap();
+    assert!(queue_keys(&key).await.is_empty());
+    for s in [holder, quitter, next] {
+        s.destroy().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_contenders_never_overlap_and_all_get_turns() {
+    let key = unique("fair-exclusion");
+    let inside = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = session().await;
+        let (key, inside) = (key.clone(), inside.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut turns = 0;
+            for _ in 0..5 {
+                let g = s.lock(&key).fair(true).acquire_timeout(LONG).hold().await.expect("hold");
+                assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                inside.store(false, Ordering::SeqCst);
+                g.release().await.expect("release");
+                turns += 1;
+            }
+            s.destroy().await.unwrap();
+            turns
+        }));
+    }
+    for t in tasks {
+        let turns = tokio::time::timeout(Duration::from_secs(60), t).await.expect("contenders finish").unwrap();
+        assert_eq!(turns, 5);
+    }
+    assert!(queue_keys(&key).await.is_empty());
+}
