@@ -70,18 +70,17 @@ pub(crate) enum Renewed {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TxnReply {
-    #[serde(default)]
-    results: Option<Vec<TxnResult>>,
+struct TxnReply<T> {
+    #[serde(default = "Option::default")]
+    results: Option<Vec<TxnResult<T>>>,
     #[serde(default)]
     errors: Option<Vec<TxnError>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxnResult {
+struct TxnResult<T> {
     #[serde(rename = "KV")]
-    kv: Option<TxnKv>,
+    kv: Option<T>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +95,15 @@ struct TxnKv {
 struct TxnError {
     #[serde(default)]
     what: String,
+}
+
+/// The answer to a `/v1/txn` request.
+pub(crate) enum Txn<T> {
+    /// HTTP 200: the KV results, in operation order.
+    Committed(Vec<T>),
+    /// HTTP 409: rolled back; Consul's reasons, joined. Never a permission error (that is
+    /// [`Error::PermissionDenied`]).
+    RolledBack(String),
 }
 
 #[derive(Serialize)]
@@ -299,28 +307,43 @@ impl Client {
         self.session_destroy(&path).await
     }
 
-    /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
-    pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
+    /// Send one `/v1/txn` request. Permission errors — a 403, or "Permission denied" inside a 409 —
+    /// are [`Error::PermissionDenied`]; other failures are mapped as for every request.
+    pub(crate) async fn txn<T: serde::de::DeserializeOwned>(&self, body: Vec<u8>) -> Result<Txn<T>> {
         let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
         match reply.status {
             200 => {
-                let r: TxnReply = self.decode(&reply.body)?;
-                let idx = r
-                    .results
-                    .as_deref()
-                    .and_then(|r| r.first())
-                    .and_then(|r| r.kv.as_ref())
-                    .map(|kv| kv.modify_index)
-                    .filter(|i| *i > 0)
-                    .ok_or_else(|| Error::decode(self.address(), "lock transaction returned no ModifyIndex"))?;
-                Ok(LockAttempt::Acquired { modify_index: idx })
+                let r: TxnReply<T> = self.decode(&reply.body)?;
+                Ok(Txn::Committed(r.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).collect()))
             }
             409 => {
-                let what = self.txn_errors(&reply.body)?;
+                let r: TxnReply<serde::de::IgnoredAny> = self.decode(&reply.body)?;
+                let errs = r.errors.unwrap_or_default();
+                if errs.is_empty() {
+                    return Err(Error::decode(self.address(), "transaction failed without an error message"));
+                }
+                let what = errs.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
+                if what.to_ascii_lowercase().contains("permission denied") {
+                    return Err(Error::PermissionDenied { address: self.address().to_owned(), message: what });
+                }
+                Ok(Txn::RolledBack(what))
+            }
+            _ => Err(self.check(reply).err().unwrap_or_else(|| Error::decode(self.address(), "unexpected status"))),
+        }
+    }
+
+    /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
+    pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
+        match self.txn::<TxnKv>(body).await {
+            Ok(Txn::Committed(kvs)) => kvs
+                .first()
+                .map(|kv| kv.modify_index)
+                .filter(|i| *i > 0)
+                .map(|modify_index| LockAttempt::Acquired { modify_index })
+                .ok_or_else(|| Error::decode(self.address(), "lock transaction returned no ModifyIndex")),
+            Ok(Txn::RolledBack(what)) => {
                 let lower = what.to_ascii_lowercase();
-                if lower.contains("permission denied") {
-                    Err(Error::PermissionDenied { address: self.address().to_owned(), message: what })
-                } else if lower.contains("lock delay") {
+                if lower.contains("lock delay") {
                     Ok(LockAttempt::LockDelay)
                 } else if lower.contains("invalid session") {
                     Ok(LockAttempt::InvalidSession)
@@ -330,49 +353,42 @@ impl Client {
                     Err(Error::Consul { address: self.address().to_owned(), status: 409, message: what })
                 }
             }
-            _ => {
-                // Consul 1.8 reports some of these as HTTP 500 on other paths; be liberal.
-                if reply.text().to_ascii_lowercase().contains("invalid session") {
-                    return Ok(LockAttempt::InvalidSession);
-                }
-                Err(self.check(reply).err().unwrap_or_else(|| Error::decode(self.address(), "unexpected status")))
-            }
+            // Consul 1.8 reports an unknown session as HTTP 500 on some paths; be liberal.
+            Err(e) if is_invalid_session(&e) => Ok(LockAttempt::InvalidSession),
+            Err(e) => Err(e),
         }
     }
 
     /// Owner-checked delete: `check-session` + `delete` in one transaction, so a holder whose
-    /// session expired can never delete the next holder's key.
-    pub(crate) async fn txn_release(&self, key: &str, session: &str) -> Result<Released> {
-        let ops = [
+    /// session expired can never delete the next holder's key. `also_delete` (a fair-mode queue
+    /// entry) is deleted in the same write; when the key is no longer ours it is deleted on its own.
+    pub(crate) async fn txn_release(&self, key: &str, session: &str, also_delete: Option<&str>) -> Result<Released> {
+        let mut ops = vec![
             TxnOp { kv: KvOp { verb: "check-session", key, value: None, session: Some(session) } },
             TxnOp { kv: KvOp { verb: "delete", key, value: None, session: None } },
         ];
+        if let Some(extra) = also_delete {
+            ops.push(TxnOp { kv: KvOp { verb: "delete", key: extra, value: None, session: None } });
+        }
         let body = serde_json::to_vec(&ops).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
-        match reply.status {
-            200 => Ok(Released::Deleted),
-            409 => {
-                let what = self.txn_errors(&reply.body)?;
-                if what.to_ascii_lowercase().contains("permission denied") {
-                    Err(Error::PermissionDenied { address: self.address().to_owned(), message: what })
-                } else if what.contains("failed session check") || what.contains("doesn't exist") {
-                    Ok(Released::NotOurs)
-                } else {
-                    Err(Error::Consul { address: self.address().to_owned(), status: 409, message: what })
+        match self.txn::<serde::de::IgnoredAny>(body).await? {
+            Txn::Committed(_) => Ok(Released::Deleted),
+            Txn::RolledBack(what) if what.contains("failed session check") || what.contains("doesn't exist") => {
+                if let Some(extra) = also_delete {
+                    Box::pin(self.txn_release(extra, session, None)).await?;
                 }
+                Ok(Released::NotOurs)
             }
-            _ => Err(self.check(reply).err().unwrap_or_else(|| Error::decode(self.address(), "unexpected status"))),
+            Txn::RolledBack(what) => {
+                Err(Error::Consul { address: self.address().to_owned(), status: 409, message: what })
+            }
         }
     }
+}
 
-    fn txn_errors(&self, body: &[u8]) -> Result<String> {
-        let r: TxnReply = self.decode(body)?;
-        let errs = r.errors.unwrap_or_default();
-        if errs.is_empty() {
-            return Err(Error::decode(self.address(), "transaction failed without an error message"));
-        }
-        Ok(errs.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; "))
-    }
+/// Consul's "invalid session" (HTTP 500 outside transactions): the session no longer exists.
+pub(crate) fn is_invalid_session(e: &Error) -> bool {
+    matches!(e, Error::Consul { message, .. } if message.to_ascii_lowercase().contains("invalid session"))
 }
 
 #[cfg(test)]

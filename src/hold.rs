@@ -129,10 +129,7 @@ impl Hold {
         let entry = lock(&self.queue_entry).clone();
         self.runtime.spawn(async move {
             let deadline = Instant::now() + session.client.request_timeout();
-            let _ = retry::until(deadline, || session.client.txn_release(&key, &session.id)).await;
-            if let Some(entry) = entry {
-                let _ = retry::until(deadline, || session.client.txn_release(&entry, &session.id)).await;
-            }
+            let _ = retry::until(deadline, || session.client.txn_release(&key, &session.id, entry.as_deref())).await;
             if own {
                 session.close();
             }
@@ -201,11 +198,9 @@ impl ReleaseJob {
             // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.
             s.destroy_now(deadline).await
         } else {
-            let released = match &self.queue_entry {
-                Some(entry) => crate::queue::release(&s.client, &self.key, &s.id, entry, deadline).await,
-                None => retry::until(deadline, || s.client.txn_release(&self.key, &s.id)).await,
-            };
-            match released {
+            // In fair mode our queue entry goes in the same write.
+            let entry = self.queue_entry.as_deref();
+            match retry::until(deadline, || s.client.txn_release(&self.key, &s.id, entry)).await {
                 Ok(Released::Deleted) => Ok(()),
                 Ok(Released::NotOurs) => {
                     tracing::warn!("the key was no longer ours at release: the lock had been lost");

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::api::{is_invalid_session, Txn};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::key;
@@ -43,28 +44,6 @@ pub(crate) struct Entry {
     modify_index: u64,
     #[serde(default)]
     session: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Reply {
-    #[serde(default)]
-    results: Option<Vec<ResultKv>>,
-    #[serde(default)]
-    errors: Option<Vec<TxnError>>,
-}
-
-#[derive(Deserialize)]
-struct ResultKv {
-    #[serde(rename = "KV")]
-    kv: Option<Entry>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxnError {
-    #[serde(default)]
-    what: String,
 }
 
 /// What to do before the next lock attempt.
@@ -137,29 +116,14 @@ impl Place {
         .to_string()
         .into_bytes();
         let entries = retry::until(deadline, || async {
-            let reply = client.call(Method::PUT, "txn", &[], Some(body.clone()), client.request_timeout()).await?;
-            match reply.status {
-                200 => {
-                    let r: Reply = client.decode(&reply.body)?;
-                    Ok(Some(r.results.unwrap_or_default().into_iter().filter_map(|x| x.kv).collect::<Vec<_>>()))
+            match client.txn::<Entry>(body.clone()).await {
+                Ok(Txn::Committed(entries)) => Ok(Some(entries)),
+                Ok(Txn::RolledBack(what)) if what.to_ascii_lowercase().contains("invalid session") => Ok(None),
+                Ok(Txn::RolledBack(what)) => {
+                    Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
                 }
-                409 => {
-                    let r: Reply = client.decode(&reply.body)?;
-                    let what = r.errors.unwrap_or_default().into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
-                    let lower = what.to_ascii_lowercase();
-                    if lower.contains("permission denied") {
-                        Err(Error::PermissionDenied { address: client.address().to_owned(), message: what })
-                    } else if lower.contains("invalid session") {
-                        Ok(None)
-                    } else {
-                        Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
-                    }
-                }
-                _ if reply.text().to_ascii_lowercase().contains("invalid session") => Ok(None),
-                _ => Err(client
-                    .check(reply)
-                    .err()
-                    .unwrap_or_else(|| Error::decode(client.address(), "unexpected status"))),
+                Err(e) if is_invalid_session(&e) => Ok(None),
+                Err(e) => Err(e),
             }
         })
         .await?;
@@ -249,53 +213,10 @@ impl Drop for Place {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let deadline = Instant::now() + client.request_timeout();
-                let _ = retry::until(deadline, || client.txn_release(&entry, &sid)).await;
+                let _ = retry::until(deadline, || client.txn_release(&entry, &sid, None)).await;
             });
         }
     }
-}
-
-/// The owner-checked release of a fair-mode hold: `check-session` + `delete` of the key and the
-/// delete of our queue entry in one transaction (one write, as without the queue). When the key is
-/// no longer ours, the entry is still deleted on its own.
-pub(crate) async fn release(
-    client: &Client,
-    lock_key: &str,
-    sid: &str,
-    entry: &str,
-    deadline: Instant,
-) -> Result<crate::api::Released> {
-    use crate::api::Released;
-    let body = json!([
-        {"KV": {"Verb": "check-session", "Key": lock_key, "Session": sid}},
-        {"KV": {"Verb": "delete", "Key": lock_key}},
-        {"KV": {"Verb": "delete", "Key": entry}},
-    ])
-    .to_string()
-    .into_bytes();
-    let outcome = retry::until(deadline, || async {
-        let reply = client.call(Method::PUT, "txn", &[], Some(body.clone()), client.request_timeout()).await?;
-        match reply.status {
-            200 => Ok(Released::Deleted),
-            409 => {
-                let r: Reply = client.decode(&reply.body)?;
-                let what = r.errors.unwrap_or_default().into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
-                if what.to_ascii_lowercase().contains("permission denied") {
-                    Err(Error::PermissionDenied { address: client.address().to_owned(), message: what })
-                } else if what.contains("failed session check") || what.contains("doesn't exist") {
-                    Ok(Released::NotOurs)
-                } else {
-                    Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
-                }
-            }
-            _ => Err(client.check(reply).err().unwrap_or_else(|| Error::decode(client.address(), "unexpected status"))),
-        }
-    })
-    .await?;
-    if outcome == Released::NotOurs {
-        retry::until(deadline, || client.txn_release(entry, sid)).await?;
-    }
-    Ok(outcome)
 }
 
 #[cfg(test)]
