@@ -537,16 +537,18 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
             }
             LockAttempt::InvalidSession => {
                 s.mark_lost("the lock attempt says the session is invalid");
-                if past(deadline) {
+                if plan.shared.is_some() {
                     return Err(Error::LockLost { key: plan.key.clone() });
                 }
                 fresh_invalid = if attempts_on_session == 1 { fresh_invalid + 1 } else { 0 };
-                if fresh_invalid >= MAX_FRESH_INVALID_SESSIONS {
+                if fresh_invalid >= MAX_FRESH_INVALID_SESSIONS || past(deadline) {
+                    // Never held, so not "lost": Consul keeps refusing our sessions.
                     return Err(Error::Consul {
                         address: client.address().to_owned(),
                         status: 500,
                         message: format!(
-                            "invalid session: Consul refused {fresh_invalid} newly created sessions in a row"
+                            "invalid session: Consul invalidated our session before the lock could be taken \
+                             ({fresh_invalid} new sessions refused in a row)"
                         ),
                     });
                 }
