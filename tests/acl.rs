@@ -3,37 +3,18 @@
 //! `/v1/txn`), a token scoped to `jobs/` locks `jobs/x` and nothing else, and a token never appears
 //! in logs (tracing output captured at TRACE), errors or `Debug`.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consul_lock::testing::ConsulDev;
 use consul_lock::{Client, EphemeralLock, Error, Session};
 use tokio::time::Instant;
 
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Captured;
+
 const MASTER: &str = "root-token-5e1c7d0a";
 const ACL_HCL: &str = r#"acl { enabled = true, default_policy = "deny", enable_token_persistence = false, tokens { master = "root-token-5e1c7d0a", agent = "root-token-5e1c7d0a" } }"#;
-
-/// Collects everything the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 /// Create a policy with `rules` and a token for it (with the master token); returns its secret.
 async fn token_with_rules(addr: &str, name: &str, rules: &str) -> String {
@@ -151,7 +132,7 @@ async fn acl_permissions_and_token_secrecy() {
 
     // 4. Secrets never printed: logs, errors (Display and Debug), clients' Debug.
     drop(_capture);
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(logs.contains("consul_lock"), "the capture saw no consul_lock event; it proves nothing:\n{logs}");
     for secret in [MASTER, jobs_writer.as_str(), jobs_reader.as_str()] {
         assert!(!logs.contains(secret), "a token appears in the logs");

@@ -3,15 +3,17 @@
 //! verification off works (with a warning); mutual TLS works with a client certificate when the
 //! agent verifies incoming HTTPS connections, and fails clearly without one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consul_lock::testing::find_binary;
 use consul_lock::{Client, EphemeralLock, Error};
 use tokio::time::Instant;
+
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Captured;
 
 /// A `consul agent -dev` with HTTP disabled and HTTPS on a free loopback port; killed on drop.
 struct TlsAgent {
@@ -159,8 +161,8 @@ async fn https_only_agent_with_ca_env_wrong_ca_and_verification_off() {
     }
 
     // Verification off: works, and says so in a warning.
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::fmt().with_writer(Capture(logs.clone())).finish();
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).finish();
     let insecure = tracing::subscriber::with_default(subscriber, || {
         Client::builder()
             .address(format!("https://127.0.0.1:{}", agent.port))
@@ -168,7 +170,7 @@ async fn https_only_agent_with_ca_env_wrong_ca_and_verification_off() {
             .build()
             .unwrap()
     });
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(logs.contains("WARN") && logs.contains("verification is disabled"), "no warning: {logs:?}");
     lock_cycle(&insecure).await.unwrap();
 
@@ -200,24 +202,4 @@ async fn mutual_tls_needs_the_client_certificate() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     eprintln!("mTLS without a client certificate: {e}");
     drop(agent);
-}
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
 }

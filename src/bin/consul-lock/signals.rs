@@ -111,6 +111,7 @@ pub(crate) fn name(signo: i32) -> String {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "ios", target_os = "freebsd"))]
 mod errno {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn location() -> *mut libc::c_int {
@@ -124,47 +125,29 @@ mod errno {
         unsafe { libc::__error() }
     }
 
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd"
-    ))]
     pub(super) fn get() -> libc::c_int {
         // SAFETY: the pointer is the thread's valid errno slot.
         unsafe { *location() }
     }
 
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd"
-    ))]
     pub(super) fn set(v: libc::c_int) {
         // SAFETY: as above.
         unsafe { *location() = v }
     }
+}
 
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd"
-    )))]
+/// Elsewhere errno is not reachable portably; the handler then does not preserve it.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+)))]
+mod errno {
     pub(super) fn get() -> libc::c_int {
         0
     }
 
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd"
-    )))]
     pub(super) fn set(_: libc::c_int) {}
 }
