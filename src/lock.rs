@@ -494,38 +494,38 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
             }
         };
 
-        // 1b. Fair mode: queue, and wait until nobody is ahead of us.
+        // 1b. Fair mode: queue, and wait until nobody is ahead of us. A refused queue entry means our
+        // session is invalid: handled below exactly like a refused lock attempt.
+        let mut refused = false;
         if plan.fair {
             if place.as_ref().is_none_or(|p| p.sid() != s.id) {
-                let enqueued = queue::Place::enqueue(client, &plan.key, &s.id, retry_until(deadline)).await?;
-                match enqueued {
+                match queue::Place::enqueue(client, &plan.key, &s.id, retry_until(deadline)).await? {
                     Some(p) => place = Some(p),
-                    None => {
-                        s.mark_lost("the queue entry says the session is invalid");
-                        if past(deadline) || plan.shared.is_some() {
-                            return Err(Error::LockLost { key: plan.key.clone() });
-                        }
-                        continue;
-                    }
+                    None => refused = true,
                 }
             }
-            let Some(p) = place.as_mut() else { continue };
-            match unless_cancelled(tx, p.wait_turn(deadline)).await {
-                None => return cancelled(),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(None)) => return not_acquired(holder_entry(client, &plan.key, fail_hard).await),
-                Some(Ok(Some(false))) => {
-                    place = None; // our entry is gone: enqueue again
-                    continue;
+            if let (false, Some(p)) = (refused, place.as_mut()) {
+                match unless_cancelled(tx, p.wait_turn(deadline)).await {
+                    None => return cancelled(),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) => return not_acquired(holder_entry(client, &plan.key, fail_hard).await),
+                    Some(Ok(Some(false))) => {
+                        place = None; // our entry is gone: enqueue again
+                        continue;
+                    }
+                    Some(Ok(Some(true))) => {}
                 }
-                Some(Ok(Some(true))) => {}
             }
         }
 
         // 2. One lock attempt: a `lock` transaction returns the fencing token with the write.
-        let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
-        let body = api::lock_txn_body(&plan.key, &value, &s.id);
-        let attempt = retry::until(retry_until(deadline), || client.txn_lock(body.clone())).await?;
+        let attempt = if refused {
+            LockAttempt::InvalidSession
+        } else {
+            let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
+            let body = api::lock_txn_body(&plan.key, &value, &s.id);
+            retry::until(retry_until(deadline), || client.txn_lock(body.clone())).await?
+        };
         attempts_on_session += 1;
         match attempt {
             LockAttempt::Acquired { modify_index } => {
@@ -536,7 +536,7 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
                 return Ok(Some(hold));
             }
             LockAttempt::InvalidSession => {
-                s.mark_lost("the lock attempt says the session is invalid");
+                s.mark_lost("Consul says the session is invalid");
                 if plan.shared.is_some() {
                     return Err(Error::LockLost { key: plan.key.clone() });
                 }
