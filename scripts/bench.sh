@@ -45,7 +45,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Consul"
 CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
 export CONSUL_BIN
-"$CONSUL_BIN" version | head -n 1 >&2
+"$CONSUL_BIN" version | sed -n 1p >&2
 
 step "build the bench (cargo bench --no-run)"
 cargo bench --no-run --all-features --bench lockbench >&2
@@ -94,7 +94,7 @@ start_agent() {
   consul=127.0.0.1:$http
   for _ in $(seq 300); do
     kill -0 "$agent_pid" 2>/dev/null || { tail -n 20 "$out/consul-$mode.log" >&2; exit 1; }
-    if curl -sf "http://$consul/v1/status/leader" | grep -q ':' &&
+    if curl -sf "http://$consul/v1/status/leader" | grep ':' >/dev/null &&
       sid=$(curl -sf -X PUT -d '{"TTL":"10s"}' "http://$consul/v1/session/create" | sed -n 's/.*"ID": *"\([^"]*\)".*/\1/p') &&
       [ -n "$sid" ]; then
       curl -sf -X PUT "http://$consul/v1/session/destroy/$sid" >/dev/null
@@ -145,7 +145,7 @@ if [ "${BENCH_SERVER:-1}" = 1 ]; then
 fi
 
 {
-  echo "# lockbench run $started → $(date -u +%FT%TZ) ($(nproc) CPUs, $("$CONSUL_BIN" version | head -n 1))"
+  echo "# lockbench run $started → $(date -u +%FT%TZ) ($(nproc) CPUs, $("$CONSUL_BIN" version | sed -n 1p))"
   for f in "$out"/rust-*.md; do echo; echo "<!-- $(basename "$f") -->"; cat "$f"; done
   echo; python3 "$repo/scripts/bench_compare.py" "$out" || true
   for d in "$out"/go-* "$out"/python-*; do

@@ -35,7 +35,7 @@ trap stop EXIT
 export CONSUL_HTTP_ADDR="127.0.0.1:$http"
 echo "==> Consul dev agent (pid $consul_pid) on $CONSUL_HTTP_ADDR, waiting for a leader"
 for _ in $(seq 1 100); do
-  if "$CONSUL_BIN" operator raft list-peers -http-addr="$CONSUL_HTTP_ADDR" 2>/dev/null | grep -q leader; then break; fi
+  if "$CONSUL_BIN" operator raft list-peers -http-addr="$CONSUL_HTTP_ADDR" 2>/dev/null | grep leader >/dev/null; then break; fi
   sleep 0.2
 done
 "$CONSUL_BIN" operator raft list-peers -http-addr="$CONSUL_HTTP_ADDR" >/dev/null || { cat "$log"; exit 1; }

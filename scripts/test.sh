@@ -10,7 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Consul"
 CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
 export CONSUL_BIN
-"$CONSUL_BIN" version | head -n 1
+"$CONSUL_BIN" version | sed -n 1p
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
