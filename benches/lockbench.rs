@@ -585,7 +585,7 @@ async fn contender(
     spec: RunSpec,
     ctr: Arc<dyn Counter>,
     holding: Arc<AtomicI64>,
-    end_count: Arc<AtomicU64>,
+    marks: Arc<Marks>,
 ) -> Outcome {
     let mut out = Outcome::default();
     let target = spec.handoffs + 1;
@@ -626,8 +626,11 @@ async fn contender(
             out.errors += 1;
         }
         let t3 = now_ns();
+        if nth == steady_from(&spec) {
+            marks.mid.store(client.request_count(), Ordering::SeqCst);
+        }
         if nth == target {
-            end_count.store(client.request_count(), Ordering::SeqCst);
+            marks.end.store(client.request_count(), Ordering::SeqCst);
         }
         out.recs.push(Rec { idx, n: nth, t0, t1, t2, t3 });
         if spec.forced && nth < target {
@@ -643,6 +646,21 @@ async fn contender(
     out
 }
 
+/// Request counts of a shared `Client` right after the release that opens the steady-state window
+/// and after the last counted release.
+#[derive(Default)]
+struct Marks {
+    mid: AtomicU64,
+    end: AtomicU64,
+}
+
+/// The release after which the steady-state window opens: once every contender has had its first
+/// turn, so that the window holds whole handoffs only (the requests of the start-up and of the waiters
+/// still queued at the end are outside it).
+fn steady_from(spec: &RunSpec) -> u64 {
+    (spec.n as u64 + 1).min(spec.handoffs / 2).max(1)
+}
+
 struct ContendResult {
     spec: RunSpec,
     handoff: Vec<f64>,
@@ -653,11 +671,12 @@ struct ContendResult {
     turns: Vec<usize>,
     max_streak: usize,
     reqs_per_handoff: f64,
+    steady_reqs_per_handoff: Option<f64>,
     raft_per_acq: f64,
     max_acquire_wait: f64,
 }
 
-fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, raft: u64) -> ContendResult {
+fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, steady: Option<f64>, raft: u64) -> ContendResult {
     let mut recs: Vec<Rec> = outs.iter().flat_map(|o| o.recs.iter().copied()).collect();
     recs.sort_by_key(|r| r.n);
     let mut turns = vec![0usize; spec.n];
@@ -688,6 +707,7 @@ fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, raft: u64) -> Conte
         turns,
         max_streak,
         reqs_per_handoff: requests as f64 / nh,
+        steady_reqs_per_handoff: steady,
         raft_per_acq: raft as f64 / (recs.len() as u64 + extra).max(1) as f64,
         max_acquire_wait,
         spec,
@@ -712,7 +732,7 @@ async fn run_tasks(addr: &str, spec: RunSpec) -> ContendResult {
     ctl.settle(spec.n).await;
     let ctr: Arc<dyn Counter> = Arc::new(MemCounter(AtomicU64::new(0)));
     let holding = Arc::new(AtomicI64::new(0));
-    let end_count = Arc::new(AtomicU64::new(0));
+    let marks = Arc::new(Marks::default());
     let a0 = ctl.applied_index().await;
     let r0 = client.request_count();
     let mut tasks = Vec::new();
@@ -725,17 +745,20 @@ async fn run_tasks(addr: &str, spec: RunSpec) -> ContendResult {
             spec.clone(),
             ctr.clone(),
             holding.clone(),
-            end_count.clone(),
+            marks.clone(),
         )));
     }
     let mut outs = Vec::new();
     for t in tasks {
         outs.push(t.await.expect("contender task"));
     }
-    let mut end = end_count.load(Ordering::SeqCst);
+    let mut end = marks.end.load(Ordering::SeqCst);
     if end == 0 {
         end = client.request_count();
     }
+    let (mid, from) = (marks.mid.load(Ordering::SeqCst), steady_from(&spec));
+    let steady = (mid > 0 && marks.end.load(Ordering::SeqCst) > mid)
+        .then(|| (end - mid) as f64 / (spec.handoffs + 1 - from) as f64);
     if spec.ephemeral {
         ctl.settle(0).await;
     }
@@ -744,7 +767,7 @@ async fn run_tasks(addr: &str, spec: RunSpec) -> ContendResult {
         let _ = s.destroy().await;
     }
     ctl.settle(0).await;
-    analyze(spec, outs, end - r0, a1 - a0)
+    analyze(spec, outs, end - r0, steady, a1 - a0)
 }
 
 fn run_procs(rt: &tokio::runtime::Runtime, addr: &str, spec: RunSpec) -> ContendResult {
@@ -823,7 +846,7 @@ fn run_procs(rt: &tokio::runtime::Runtime, addr: &str, spec: RunSpec) -> Contend
     }
     rt.block_on(ctl.settle(0));
     let _ = std::fs::remove_dir_all(&dir);
-    analyze(spec, outs, requests, a1 - a0)
+    analyze(spec, outs, requests, None, a1 - a0)
 }
 
 /// A contender process: its own Client and Session; waits for "go", prints one JSON line.
@@ -859,7 +882,7 @@ fn worker_main() {
             spec,
             Arc::new(FileCounter(counter)),
             Arc::new(AtomicI64::new(0)),
-            Arc::new(AtomicU64::new(0)),
+            Arc::new(Marks::default()),
         )
         .await;
         let recs: Vec<Value> = out.recs.iter().map(|r| json!([r.idx, r.n, r.t0, r.t1, r.t2, r.t3])).collect();
@@ -883,16 +906,18 @@ fn print_contend(results: &[ContendResult]) {
          someone else took the lock), else free-for-all. `@H`: hold H ms (default 5). Upper-case letter \
          (`T`, `E`, `P`): the same with `fair(true)` (waiters queue, each watches only its predecessor). Requests per handoff \
          counted by `Client::request_count()` (tasks: from the start to the last counted release; processes: \
-         each process from go to done), Raft writes per acquisition from `applied_index` (extra \
+         each process from go to done); that window also holds the requests of the waiters still queued \
+         when it closes, so `steady` counts only between the release that ends the first round of turns \
+         and the last counted release (tasks, whose shared `Client` gives one count). Raft writes per acquisition from `applied_index` (extra \
          acquisitions at the end included).\n"
     );
-    println!("| run | handoffs | handoff p50 ms | p90 ms | p99 ms | max (worst stall) ms | slowest `hold()` ms | req / handoff | Raft writes / acq | turns per contender (min–max) | max streak | violations | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| run | handoffs | handoff p50 ms | p90 ms | p99 ms | max (worst stall) ms | slowest `hold()` ms | req / handoff | steady req / handoff | Raft writes / acq | turns per contender (min–max) | max streak | violations | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let h = &r.handoff;
         let (tmin, tmax) = (r.turns.iter().min().copied().unwrap_or(0), r.turns.iter().max().copied().unwrap_or(0));
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {:.2} | {}–{} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {} | {:.2} | {}–{} | {} | {} | {} |",
             r.spec.label,
             r.recs.saturating_sub(1),
             pct(h, 0.5),
@@ -901,6 +926,7 @@ fn print_contend(results: &[ContendResult]) {
             h.last().copied().unwrap_or(f64::NAN),
             r.max_acquire_wait,
             r.reqs_per_handoff,
+            r.steady_reqs_per_handoff.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}")),
             r.raft_per_acq,
             tmin,
             tmax,

@@ -5,7 +5,10 @@
 #      python-consul-lock peers against that same agent, interleaved part by part (latency: ours, Go,
 #      Python; then contention: ours, Go, Python) so that machine drift hits all of them alike;
 #   3. (unless BENCH_SERVER=0) starts a single non-dev server with a -data-dir (Raft log on disk) and
-#      runs the uncontended-cycle part of all three again there: the write-path figures.
+#      runs the uncontended-cycle part of all three again there, in BENCH_SERVER_PASSES passes (3) of
+#      BENCH_SERVER_ROUNDS rounds (2) each, the order rotating per pass: the write-path figures. fsync
+#      latency drifts by several times within minutes on a shared VM, so only ratios taken within one
+#      pass compare like with like.
 # Results: target/bench/<UTC time>/ (our markdown, each peer's summary.md/results.json, a combined
 # report.md). Every agent is stopped by its PID at exit.
 #
@@ -136,11 +139,20 @@ stop_agent
 
 if [ "${BENCH_SERVER:-1}" = 1 ]; then
   start_agent server
-  ours server-latency latency
-  if [ "$use_peers" = 1 ]; then
-    peer go server-latency latency "${go_lat[@]}"
-    peer python server-latency latency "${py_lat[@]}"
-  fi
+  server_rounds=${BENCH_SERVER_ROUNDS:-2}
+  srv_go=(-n "$LOCKBENCH_N" -rounds "$server_rounds"); srv_py=(-n "$LOCKBENCH_N" --rounds "$server_rounds")
+  order=(ours go python)
+  [ "$use_peers" = 1 ] || order=(ours)
+  for pass in $(seq "${BENCH_SERVER_PASSES:-3}"); do
+    for who in "${order[@]}"; do
+      case $who in
+        ours) LOCKBENCH_ROUNDS=$server_rounds ours "server-$pass-latency" latency ;;
+        go) peer go "server-$pass-latency" latency "${srv_go[@]}" ;;
+        python) peer python "server-$pass-latency" latency "${srv_py[@]}" ;;
+      esac
+    done
+    order=("${order[@]:1}" "${order[0]}") # rotate: nobody always runs first on a fresh disk
+  done
   stop_agent
 fi
 
