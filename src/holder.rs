@@ -67,6 +67,8 @@ impl HolderInfo {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct KvEntry {
     #[serde(default)]
+    pub create_index: u64,
+    #[serde(default)]
     pub lock_index: u64,
     #[serde(default)]
     pub modify_index: u64,

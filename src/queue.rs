@@ -52,8 +52,11 @@ pub(crate) enum Turn {
     /// Nobody is ahead: try the lock.
     Mine,
     /// Wait until `key` (the predecessor's entry, or the lock key when a non-queued holder has it)
-    /// is no longer held by `session`.
-    Watch { key: String, index: u64, session: String },
+    /// is no longer the entry `created` held by `session`. The creation index matters: a contender
+    /// that releases and queues again at once re-creates its entry under the same key with the same
+    /// session, now *behind* us; a waiter that missed the delete must not wait for that new entry
+    /// (it would wait for us in turn: both stall until their timeouts).
+    Watch { key: String, index: u64, created: u64, session: String },
     /// Our entry is gone (our session was invalidated): enqueue again.
     Missing,
 }
@@ -72,10 +75,12 @@ pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[Entry]) -> Turn {
         .filter_map(|e| held(e).map(|s| (e, s)))
         .max_by_key(|(e, _)| e.create_index);
     if let Some((p, s)) = pred {
-        return Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), session: s };
+        return Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), created: p.create_index, session: s };
     }
     match entries.iter().find(|e| e.key == lock_key).and_then(|e| held(e).map(|s| (e, s))) {
-        Some((e, s)) if s != sid => Turn::Watch { key: e.key.clone(), index: e.modify_index.max(1), session: s },
+        Some((e, s)) if s != sid => {
+            Turn::Watch { key: e.key.clone(), index: e.modify_index.max(1), created: e.create_index, session: s }
+        }
         _ => Turn::Mine,
     }
 }
@@ -160,10 +165,10 @@ impl Place {
     pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<bool>> {
         let mut backoff = Backoff::requests();
         let entries = self.listing(deadline).await?;
-        let (wkey, mut index, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
+        let (wkey, mut index, created, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
             Turn::Mine => return Ok(Some(true)),
             Turn::Missing => return Ok(Some(false)),
-            Turn::Watch { key, index, session } => (key, index, session),
+            Turn::Watch { key, index, created, session } => (key, index, created, session),
         };
         loop {
             let left = match deadline {
@@ -183,7 +188,10 @@ impl Place {
             };
             match result {
                 Ok((idx, entry)) => {
-                    if entry.as_ref().and_then(|e| e.holder_session()) != Some(wsession.as_str()) {
+                    let same = entry
+                        .as_ref()
+                        .is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
+                    if !same {
                         return Ok(Some(true)); // predecessor (or holder) gone: our turn
                     }
                     if idx == index {
@@ -239,9 +247,18 @@ mod tests {
             e(&format!("{q}c"), 8, 8, "c"),
             e("k2", 1, 1, "x"),
         ];
-        assert_eq!(decide("k", "c", &entries), Turn::Watch { key: format!("{q}b"), index: 7, session: "b".into() });
-        assert_eq!(decide("k", "b", &entries), Turn::Watch { key: format!("{q}a"), index: 5, session: "a".into() });
-        assert_eq!(decide("k", "a", &entries), Turn::Watch { key: "k".into(), index: 12, session: "h".into() });
+        assert_eq!(
+            decide("k", "c", &entries),
+            Turn::Watch { key: format!("{q}b"), index: 7, created: 7, session: "b".into() }
+        );
+        assert_eq!(
+            decide("k", "b", &entries),
+            Turn::Watch { key: format!("{q}a"), index: 5, created: 5, session: "a".into() }
+        );
+        assert_eq!(
+            decide("k", "a", &entries),
+            Turn::Watch { key: "k".into(), index: 12, created: 9, session: "h".into() }
+        );
         assert_eq!(decide("k", "z", &entries), Turn::Missing);
         let free = vec![e(&format!("{q}a"), 5, 5, "a"), Entry { session: None, ..e("k", 1, 2, "") }];
         assert_eq!(decide("k", "a", &free), Turn::Mine);

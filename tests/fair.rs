@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use consul_lock::Session;
 use serde_json::Value;
+use support::proxy::{Fault, FaultProxy};
 use support::{client, consul, eventually, unique};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -135,5 +136,53 @@ async fn fair_contenders_never_overlap_and_all_get_turns() {
         let turns = tokio::time::timeout(Duration::from_secs(60), t).await.expect("contenders finish").unwrap();
         assert_eq!(turns, 5);
     }
+    assert!(queue_keys(&key).await.is_empty());
+}
+
+/// Regression (found by the free-for-all fair bench, T8: one 30 s stall in 200 handoffs). A holder
+/// that releases and queues again at once re-creates its queue entry under the same key with the same
+/// session. A waiter that missed the delete (here: its connection is cut across the release) used to
+/// take the new entry, now *behind* it, for its predecessor, while the old holder waited for the waiter:
+/// both stalled until their timeouts. The waiter must see a new entry as its predecessor gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_misses_the_release_does_not_wait_for_the_holders_next_entry() {
+    let key = unique("fair-requeue");
+    let proxy = FaultProxy::start(consul().http_addr()).await;
+    let x = session().await;
+    let first = x.lock(&key).fair(true).hold().await.expect("x holds");
+
+    // W waits (through the proxy) in the queue behind x.
+    let w = Session::new(proxy.client(), Duration::from_secs(15)).await.expect("w session");
+    let waiter = {
+        let (w, key) = (w.clone(), key.clone());
+        tokio::spawn(async move { w.lock(&key).fair(true).acquire_timeout(LONG).hold().await })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { queue_keys(&key).await.len() == 2 }).await, "w queued");
+    tokio::time::sleep(Duration::from_millis(200)).await; // W's blocking read is in flight
+
+    // Cut W off, then x releases and queues again at once (same session: same entry key).
+    proxy.set(Fault::Blackhole);
+    first.release().await.expect("x releases");
+    let again = {
+        let (x, key) = (x.clone(), key.clone());
+        tokio::spawn(async move { x.lock(&key).fair(true).acquire_timeout(LONG).hold().await })
+    };
+    let x_entry = format!("{key}/.consul-lock-queue/{}", x.id());
+    let requeued = eventually(Duration::from_secs(5), || async { queue_keys(&key).await.contains(&x_entry) });
+    assert!(requeued.await, "x queued again");
+    proxy.set(Fault::None);
+
+    // W is first in line now: it must get the lock well before its 20 s timeout, then x after it.
+    let guard = tokio::time::timeout(Duration::from_secs(8), waiter)
+        .await
+        .expect("the waiter got stuck behind the holder's new queue entry")
+        .unwrap()
+        .expect("w holds");
+    assert!(guard.is_held());
+    guard.release().await.expect("w releases");
+    let next = tokio::time::timeout(Duration::from_secs(8), again).await.expect("x gets its turn").unwrap();
+    next.expect("x holds again").release().await.expect("x releases");
+    w.destroy().await.unwrap();
+    x.destroy().await.unwrap();
     assert!(queue_keys(&key).await.is_empty());
 }
