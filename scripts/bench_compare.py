@@ -42,6 +42,12 @@ def f2(x):
     return '—' if x != x else '%.2f' % x
 
 
+def fig(x):
+    """A count as measured: whole numbers as such, others with two decimals."""
+    x = num(x)
+    return '—' if x != x else ('%d' % x if x == int(x) else '%.2f' % x)
+
+
 def ratio(a, b):
     return '—' if a != a or b != b or b == 0 else '%.2f×' % (a / b)
 
@@ -93,12 +99,12 @@ def uncontended(run, where):
         s = go_sc.get(sid)
         if s:
             print('| %s | %s | %s | %s | %s | — | %s | — |' % (
-                label, f2(s['median_p50_ms']), f2(s['median_p99_ms']), s['median_raft_writes_per_cycle'],
-                s['median_http_requests_per_cycle'], ratio(golock, s['median_p50_ms'])))
+                label, f2(s['median_p50_ms']), f2(s['median_p99_ms']), fig(s['median_raft_writes_per_cycle']),
+                fig(s['median_http_requests_per_cycle']), ratio(golock, s['median_p50_ms'])))
     for name, s in py_sc:
         label = 'python-consul-lock `EphemeralLock`' if name.startswith('library') else 'python ' + name
         print('| %s | %s | %s | %s | %s | — | %s | — |' % (
-            label, f2(s['median_p50_ms']), f2(s['median_p99_ms']), s['median_raft_writes_per_cycle'],
+            label, f2(s['median_p50_ms']), f2(s['median_p99_ms']), fig(s['median_raft_writes_per_cycle']),
             '3' if name.startswith('library') else '—', ratio(golock, s['median_p50_ms'])))
     print()
     return summary
