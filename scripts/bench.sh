@@ -2,13 +2,14 @@
 # One command for the figures of docs/PERFORMANCE.md:
 #   1. installs Consul (scripts/install-consul.sh) and starts ONE `consul agent -dev` on free loopback ports;
 #   2. runs our bench (benches/lockbench.rs) and, when ../shared/peers exists, the Go api.Lock and
-#      python-consul-lock peers against that same agent, interleaved part by part (latency: ours, Go,
-#      Python; then contention: ours, Go, Python) so that machine drift hits all of them alike;
+#      python-consul-lock peers against that same agent, interleaved so that machine drift hits all of
+#      them alike: the uncontended cycle in BENCH_PASSES passes (3) of BENCH_PASS_ROUNDS rounds (2) each,
+#      ours / Go / Python in an order that rotates per pass; then contention (ours, Go, Python); then
+#      our scale part;
 #   3. (unless BENCH_SERVER=0) starts a single non-dev server with a -data-dir (Raft log on disk) and
-#      runs the uncontended-cycle part of all three again there, in BENCH_SERVER_PASSES passes (3) of
-#      BENCH_SERVER_ROUNDS rounds (2) each, the order rotating per pass: the write-path figures. fsync
-#      latency drifts by several times within minutes on a shared VM, so only ratios taken within one
-#      pass compare like with like.
+#      runs the uncontended-cycle passes of all three again there: the write-path figures.
+# Latency on a shared VM drifts within minutes (fsync latency on the server by several times), so
+# ratios are taken within a pass and reported per pass and as their median.
 # Results: target/bench/<UTC time>/ (our markdown, each peer's summary.md/results.json, a combined
 # report.md). Every agent is stopped by its PID at exit.
 #
@@ -16,7 +17,7 @@
 #   BENCH_QUICK=1 scripts/bench.sh      # smoke run: small sizes
 #   BENCH_PEERS=0 scripts/bench.sh      # ours only
 #   PEERS_DIR=/path/to/peers scripts/bench.sh
-# Sizes (ours): LOCKBENCH_N, LOCKBENCH_ROUNDS, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
+# Sizes: BENCH_PASSES, BENCH_PASS_ROUNDS (above); ours: LOCKBENCH_N, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
 # LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see the bench).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,12 +34,14 @@ if [ -n "${BENCH_QUICK:-}" ]; then
   export LOCKBENCH_N=${LOCKBENCH_N:-50} LOCKBENCH_ROUNDS=${LOCKBENCH_ROUNDS:-2} LOCKBENCH_HANDOFFS=${LOCKBENCH_HANDOFFS:-40}
   export LOCKBENCH_SLOW_HANDOFFS=${LOCKBENCH_SLOW_HANDOFFS:-10} LOCKBENCH_SCALE_KEYS=${LOCKBENCH_SCALE_KEYS:-1000}
   export LOCKBENCH_IDLE_SECS=${LOCKBENCH_IDLE_SECS:-3}
-  go_lat=(-n 50 -rounds 2 -warmup 5); py_lat=(-n 50 --rounds 2)
+  passes=${BENCH_PASSES:-2} pass_rounds=${BENCH_PASS_ROUNDS:-1}
+  go_lat=(-n 50 -rounds "$pass_rounds" -warmup 5); py_lat=(-n 50 --rounds "$pass_rounds")
   go_con=(-runs g4f,p4f -reps 1 -handoffs 40 -sweep 'g8f:40')
   py_con=(--procs 4 --handoffs 40 --contend-repeats 1 --sweep-procs 8 --sweep-holds-ms 100 --sweep-handoffs 10)
 else
-  export LOCKBENCH_N=${LOCKBENCH_N:-200} LOCKBENCH_ROUNDS=${LOCKBENCH_ROUNDS:-5}
-  go_lat=(-n "$LOCKBENCH_N" -rounds "$LOCKBENCH_ROUNDS"); py_lat=(-n "$LOCKBENCH_N" --rounds "$LOCKBENCH_ROUNDS")
+  export LOCKBENCH_N=${LOCKBENCH_N:-200}
+  passes=${BENCH_PASSES:-3} pass_rounds=${BENCH_PASS_ROUNDS:-2}
+  go_lat=(-n "$LOCKBENCH_N" -rounds "$pass_rounds"); py_lat=(-n "$LOCKBENCH_N" --rounds "$pass_rounds")
   go_con=(-runs g2f,g4f,g8f,p4f,p8f -reps 1 -handoffs 200 -sweep 'g32f:100,g8:200,p4f@100:40,g8f@100:40')
   py_con=(--procs 4 --handoffs 200 --contend-repeats 1 --sweep-procs 2,8 --sweep-holds-ms 100 --sweep-handoffs 40)
 fi
@@ -122,13 +125,25 @@ peer() { # peer go|python NAME PART ARGS...
   "$peers/$which/run.sh" --consul "$consul" --out "$out/$which-$name" "$@" >&2 || echo "peer $which $1 failed" >&2
 }
 
+# latency_passes dev|server: the uncontended cycle of all three, interleaved in rotating passes.
+latency_passes() {
+  local mode=$1 pass who order=(ours go python)
+  [ "$use_peers" = 1 ] || order=(ours)
+  for pass in $(seq "$passes"); do
+    for who in "${order[@]}"; do
+      case $who in
+        ours) LOCKBENCH_ROUNDS=$pass_rounds ours "$mode-$pass-latency" latency ;;
+        go) peer go "$mode-$pass-latency" latency "${go_lat[@]}" ;;
+        python) peer python "$mode-$pass-latency" latency "${py_lat[@]}" ;;
+      esac
+    done
+    order=("${order[@]:1}" "${order[0]}") # rotate: nobody always runs first
+  done
+}
+
 started=$(date -u +%FT%TZ)
 start_agent dev
-ours dev-latency latency
-if [ "$use_peers" = 1 ]; then
-  peer go dev-latency latency "${go_lat[@]}"
-  peer python dev-latency latency "${py_lat[@]}"
-fi
+latency_passes dev
 ours dev-contend contend
 if [ "$use_peers" = 1 ]; then
   peer go dev-contend contend "${go_con[@]}"
@@ -139,20 +154,7 @@ stop_agent
 
 if [ "${BENCH_SERVER:-1}" = 1 ]; then
   start_agent server
-  server_rounds=${BENCH_SERVER_ROUNDS:-2}
-  srv_go=(-n "$LOCKBENCH_N" -rounds "$server_rounds"); srv_py=(-n "$LOCKBENCH_N" --rounds "$server_rounds")
-  order=(ours go python)
-  [ "$use_peers" = 1 ] || order=(ours)
-  for pass in $(seq "${BENCH_SERVER_PASSES:-3}"); do
-    for who in "${order[@]}"; do
-      case $who in
-        ours) LOCKBENCH_ROUNDS=$server_rounds ours "server-$pass-latency" latency ;;
-        go) peer go "server-$pass-latency" latency "${srv_go[@]}" ;;
-        python) peer python "server-$pass-latency" latency "${srv_py[@]}" ;;
-      esac
-    done
-    order=("${order[@]:1}" "${order[0]}") # rotate: nobody always runs first on a fresh disk
-  done
+  latency_passes server
   stop_agent
 fi
 

@@ -37,8 +37,8 @@ pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
 /// Longest single blocking query while waiting (as Go's client). A cancelled wait cannot stop the
 /// agent's side of its query, which keeps one of the agent's connections per client IP (200 by
-/// default) busy until the wait ends: short waits bound that.
-const MAX_BLOCK: Duration = Duration::from_secs(15);
+/// default) busy until the wait ends: short waits bound that. (The fair queue's waits too.)
+pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(15);
 /// A stand-in session ID of the real length, to size the lock transaction before we have one.
 const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 

@@ -17,13 +17,10 @@ use crate::api::{is_invalid_session, Txn};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::key;
+use crate::lock::MAX_BLOCK;
 use crate::retry::{self, Backoff};
 
 const SEGMENT: &str = ".consul-lock-queue/";
-/// Longest single blocking query while waiting (as Go's client). A cancelled wait cannot stop the
-/// agent's side of its query, which keeps one of the agent's connections per client IP (200 by
-/// default) busy until the wait ends: short waits bound that.
-const MAX_BLOCK: Duration = Duration::from_secs(15);
 
 /// The prefix under which the waiters of `key` queue (it starts with `key`).
 pub(crate) fn prefix(key: &str) -> String {

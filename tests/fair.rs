@@ -141,9 +141,10 @@ async fn fair_contenders_never_overlap_and_all_get_turns() {
 
 /// Regression (found by the free-for-all fair bench, T8: one 30 s stall in 200 handoffs). A holder
 /// that releases and queues again at once re-creates its queue entry under the same key with the same
-/// session. A waiter that missed the delete (here: its connection is cut across the release) used to
-/// take the new entry, now *behind* it, for its predecessor, while the old holder waited for the waiter:
-/// both stalled until their timeouts. The waiter must see a new entry as its predecessor gone.
+/// session. A waiter whose read of that entry came only after both (in the bench: between its enqueue
+/// and its first read; here forced by cutting its connection across the release) used to take the new
+/// entry, now *behind* it, for its predecessor, while the old holder waited for the waiter: both stalled
+/// until their timeouts. The waiter must see a re-created entry as its predecessor gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_that_misses_the_release_does_not_wait_for_the_holders_next_entry() {
     let key = unique("fair-requeue");
