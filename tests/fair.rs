@@ -110,8 +110,12 @@ async fn a_waiter_that_gives_up_leaves_the_queue_and_does_not_block_the_next() {
     }
 }
 
+/// Free-for-all: each releases and queues again at once, on the same session (its queue entry is
+/// re-created under the same key). A stalled queue shows up as a `hold()` that times out: with 4
+/// contenders and 5 ms holds a turn comes within ~25 ms, so 10 s is only ever reached by a stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fair_contenders_never_overlap_and_all_get_turns() {
+    const TURNS: usize = 25;
     let key = unique("fair-exclusion");
     let inside = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -120,8 +124,9 @@ async fn fair_contenders_never_overlap_and_all_get_turns() {
         let (key, inside) = (key.clone(), inside.clone());
         tasks.push(tokio::spawn(async move {
             let mut turns = 0;
-            for _ in 0..5 {
-                let g = s.lock(&key).fair(true).acquire_timeout(LONG).hold().await.expect("hold");
+            for _ in 0..TURNS {
+                let timeout = Duration::from_secs(10);
+                let g = s.lock(&key).fair(true).acquire_timeout(timeout).hold().await.expect("hold (a stalled queue?)");
                 assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 inside.store(false, Ordering::SeqCst);
@@ -134,7 +139,7 @@ async fn fair_contenders_never_overlap_and_all_get_turns() {
     }
     for t in tasks {
         let turns = tokio::time::timeout(Duration::from_secs(60), t).await.expect("contenders finish").unwrap();
-        assert_eq!(turns, 5);
+        assert_eq!(turns, TURNS);
     }
     assert!(queue_keys(&key).await.is_empty());
 }
