@@ -569,7 +569,8 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
                 }
                 continue;
             }
-            LockAttempt::Held if plan.fair => continue, // back to the queue: re-read, wait again
+            // Fair mode: nobody queued ahead of us, yet held (by a holder outside the queue, or one
+            // queued ahead of a predecessor that left): wait on the key, then back to the queue.
             LockAttempt::Held => {}
         }
         if tx.is_closed() {

@@ -5,6 +5,10 @@
 //! The queue only orders the attempts: mutual exclusion is still the `lock` transaction on the key
 //! itself. A queue entry is held by the waiter's session (Behavior `delete`), so a waiter that dies
 //! leaves the queue with its session; one that gives up deletes its entry at once.
+//!
+//! Only the queue itself is ever listed, never the key's tree: a key's children and longer sibling
+//! keys (`jobs/1/…`, `jobs/10`) can hold megabytes. A waiter with nobody ahead of it that finds the key
+//! held (by a holder outside the queue) waits on the key itself, like a plain waiter.
 
 use std::time::Duration;
 
@@ -48,8 +52,8 @@ pub(crate) struct Entry {
 pub(crate) enum Turn {
     /// Nobody is ahead: try the lock.
     Mine,
-    /// Wait until `key` (the predecessor's entry, or the lock key when a non-queued holder has it)
-    /// is no longer the entry `created` held by `session`. The creation index matters: a contender
+    /// Wait until `key`, the predecessor's entry, is no longer the entry `created` held by `session`.
+    /// The creation index matters: a contender
     /// that releases and queues again at once re-creates its entry under the same key with the same
     /// session, now *behind* us; a waiter that missed the delete must not wait for that new entry
     /// (it would wait for us in turn: both stall until their timeouts).
@@ -58,7 +62,7 @@ pub(crate) enum Turn {
     Missing,
 }
 
-/// Decide from a listing of `<key>` and its queue who we wait for.
+/// Decide from a listing of the queue of `lock_key` who we wait for.
 pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[Entry]) -> Turn {
     let prefix = prefix(lock_key);
     let mine = format!("{prefix}{sid}");
@@ -71,14 +75,11 @@ pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[Entry]) -> Turn {
         .filter(|e| e.key.starts_with(&prefix) && e.key != mine && e.create_index < me.create_index)
         .filter_map(|e| held(e).map(|s| (e, s)))
         .max_by_key(|(e, _)| e.create_index);
-    if let Some((p, s)) = pred {
-        return Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), created: p.create_index, session: s };
-    }
-    match entries.iter().find(|e| e.key == lock_key).and_then(|e| held(e).map(|s| (e, s))) {
-        Some((e, s)) if s != sid => {
-            Turn::Watch { key: e.key.clone(), index: e.modify_index.max(1), created: e.create_index, session: s }
+    match pred {
+        Some((p, s)) => {
+            Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), created: p.create_index, session: s }
         }
-        _ => Turn::Mine,
+        None => Turn::Mine,
     }
 }
 
@@ -102,7 +103,7 @@ impl Place {
         format!("{}{}", prefix(&self.lock_key), self.sid)
     }
 
-    /// Take our place: one transaction that locks our entry and lists the key and its queue.
+    /// Take our place: one transaction that locks our entry and lists the queue.
     /// `Ok(None)`: Consul says our session is invalid.
     pub(crate) async fn enqueue(
         client: &Client,
@@ -110,10 +111,11 @@ impl Place {
         sid: &str,
         deadline: Instant,
     ) -> Result<Option<Place>> {
-        let mine = format!("{}{sid}", prefix(lock_key));
+        let queue = prefix(lock_key);
+        let mine = format!("{queue}{sid}");
         let body = json!([
             {"KV": {"Verb": "lock", "Key": mine, "Session": sid}},
-            {"KV": {"Verb": "get-tree", "Key": lock_key}},
+            {"KV": {"Verb": "get-tree", "Key": queue}},
         ])
         .to_string()
         .into_bytes();
@@ -138,13 +140,13 @@ impl Place {
         }))
     }
 
-    /// The key and its queue now (the enqueue's own listing the first time); retried like every
-    /// read, never past the deadline.
+    /// The queue now (the enqueue's own listing the first time); retried like every read, never
+    /// past the deadline.
     async fn listing(&mut self, deadline: Option<Instant>) -> Result<Vec<Entry>> {
         if let Some(e) = self.fresh.take() {
             return Ok(e);
         }
-        let (client, path) = (&self.client, format!("kv/{}", key::encode_path(&self.lock_key)));
+        let (client, path) = (&self.client, format!("kv/{}", key::encode_path(&prefix(&self.lock_key))));
         let until = deadline.unwrap_or_else(|| Instant::now() + client.request_timeout());
         retry::until(until, || async {
             let reply = client.call(Method::GET, &path, &[("recurse", "")], None, client.request_timeout()).await?;
@@ -189,7 +191,7 @@ impl Place {
                         .as_ref()
                         .is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
                     if !same {
-                        return Ok(Some(true)); // predecessor (or holder) gone: our turn
+                        return Ok(Some(true)); // predecessor gone: our turn
                     }
                     if idx == index {
                         tokio::time::sleep(Duration::from_millis(20)).await; // pace a churning index
@@ -233,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_for_the_predecessor_then_the_holder() {
+    fn waits_for_the_predecessor_only() {
         let q = prefix("k");
         assert_eq!(q, "k/.consul-lock-queue/");
         assert_eq!(prefix("dir/"), "dir/.consul-lock-queue/");
@@ -252,14 +254,11 @@ mod tests {
             decide("k", "b", &entries),
             Turn::Watch { key: format!("{q}a"), index: 5, created: 5, session: "a".into() }
         );
-        assert_eq!(
-            decide("k", "a", &entries),
-            Turn::Watch { key: "k".into(), index: 12, created: 9, session: "h".into() }
-        );
+        // First in the queue: try the lock (a holder outside the queue is waited for on the key).
+        assert_eq!(decide("k", "a", &entries), Turn::Mine);
         assert_eq!(decide("k", "z", &entries), Turn::Missing);
-        let free = vec![e(&format!("{q}a"), 5, 5, "a"), Entry { session: None, ..e("k", 1, 2, "") }];
-        assert_eq!(decide("k", "a", &free), Turn::Mine);
-        // Our own hold of the key does not make us wait.
-        assert_eq!(decide("k", "a", &[e(&format!("{q}a"), 5, 5, "a"), e("k", 6, 6, "a")]), Turn::Mine);
+        // An entry whose session is gone (Consul clears it) is nobody's place.
+        let stale = vec![Entry { session: None, ..e(&format!("{q}a"), 5, 5, "") }, e(&format!("{q}b"), 7, 7, "b")];
+        assert_eq!(decide("k", "b", &stale), Turn::Mine);
     }
 }

@@ -192,3 +192,63 @@ async fn a_waiter_that_misses_the_release_does_not_wait_for_the_holders_next_ent
     x.destroy().await.unwrap();
     assert!(queue_keys(&key).await.is_empty());
 }
+
+/// Fair mode lists only the queue: the key's own children and longer sibling keys can hold far more
+/// than a response may carry (4 MiB), and used to be listed with every enqueue (a decode error here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_children_and_longer_siblings_are_never_listed() {
+    let key = unique("fair-big-tree");
+    let http = reqwest::Client::new();
+    let big = vec![b'x'; 400 * 1024];
+    for name in (0..6).map(|i| format!("{key}/data/{i}")).chain((0..6).map(|i| format!("{key}{i}"))) {
+        let url = format!("http://{}/v1/kv/{name}", consul().http_addr());
+        let r = http.put(url).body(big.clone()).send().await.unwrap();
+        assert!(r.status().is_success(), "put {name}: {}", r.status());
+    }
+
+    let (a, b) = (session().await, session().await);
+    let first = a.lock(&key).fair(true).hold().await.expect("first fair hold");
+    let waiter = {
+        let (b, key) = (b.clone(), key.clone());
+        tokio::spawn(async move { b.lock(&key).fair(true).acquire_timeout(LONG).hold().await })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { queue_keys(&key).await.len() == 2 }).await, "b queued");
+    first.release().await.expect("release");
+    let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("b's turn").unwrap();
+    second.expect("b holds").release().await.expect("b releases");
+    a.destroy().await.unwrap();
+    b.destroy().await.unwrap();
+    let url = format!("http://{}/v1/kv/{key}?recurse", consul().http_addr());
+    http.delete(url).send().await.unwrap();
+}
+
+/// A holder outside the queue (plain mode): the fair waiter first in line waits on the key with
+/// blocking queries (a handful of requests, not a loop of lock attempts) and takes it on release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fair_waiter_waits_on_the_key_for_a_holder_outside_the_queue() {
+    let key = unique("fair-mixed");
+    let plain = session().await;
+    let held = plain.lock(&key).hold().await.expect("plain hold");
+
+    let own = client();
+    let w = Session::new(own.clone(), Duration::from_secs(15)).await.expect("w session");
+    let before = own.request_count();
+    let waiter = {
+        let (w, key) = (w.clone(), key.clone());
+        tokio::spawn(async move { w.lock(&key).fair(true).acquire_timeout(LONG).hold().await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = own.request_count() - before;
+    assert!(!waiter.is_finished(), "the key is held: the waiter must still wait");
+    // Enqueue, one lock attempt, a read and its blocking read (a renewal may fall in the window too).
+    assert!(sent <= 6, "{sent} requests in 3 s of waiting: not a blocking wait");
+
+    held.release().await.expect("plain release");
+    let guard =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("w's turn").unwrap().expect("w holds");
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    plain.destroy().await.unwrap();
+    w.destroy().await.unwrap();
+    assert!(queue_keys(&key).await.is_empty());
+}
