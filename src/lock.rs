@@ -569,8 +569,9 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
                 }
                 continue;
             }
-            // Fair mode: nobody queued ahead of us, yet held (by a holder outside the queue, or one
-            // queued ahead of a predecessor that left): wait on the key, then back to the queue.
+            // Held. In fair mode too (nobody queued ahead of us, yet held by a holder outside the
+            // queue, or by one queued ahead of a predecessor that left): wait on the key below,
+            // then back to the queue at the top.
             LockAttempt::Held => {}
         }
         if tx.is_closed() {

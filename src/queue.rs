@@ -53,10 +53,10 @@ pub(crate) enum Turn {
     /// Nobody is ahead: try the lock.
     Mine,
     /// Wait until `key`, the predecessor's entry, is no longer the entry `created` held by `session`.
-    /// The creation index matters: a contender
-    /// that releases and queues again at once re-creates its entry under the same key with the same
-    /// session, now *behind* us; a waiter that missed the delete must not wait for that new entry
-    /// (it would wait for us in turn: both stall until their timeouts).
+    /// The creation index matters: a contender that releases and queues again at once re-creates its
+    /// entry under the same key with the same session, now *behind* us; a waiter that missed the
+    /// delete must not wait for that new entry (it would wait for us in turn: both stall until their
+    /// timeouts).
     Watch { key: String, index: u64, created: u64, session: String },
     /// Our entry is gone (our session was invalidated): enqueue again.
     Missing,
