@@ -3,6 +3,8 @@
 //! (a client at a closed port, `request_count() == 0`); valid keys and values round-trip through a
 //! real Consul agent.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;
