@@ -1,5 +1,7 @@
 //! The blocking API in plain `#[test]`s, with no runtime of the caller's.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! - a single server restarted under a held lock: the holder keeps it (the outage is shorter than
 //!   the TTL) and fencing tokens keep increasing across the restart.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

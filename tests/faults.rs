@@ -3,6 +3,8 @@
 //! the TTL make the holder report lost by its local deadline and, once Consul is reachable again,
 //! clean up (no zombie session keeps the key: hashicorp/consul#4935).
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;
