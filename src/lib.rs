@@ -50,6 +50,7 @@
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
 //! versions; differences are noted in the README.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
@@ -66,6 +67,7 @@ mod queue;
 mod retry;
 mod session;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
 pub use api::SessionInfo;

@@ -66,6 +66,7 @@ impl ConsulDev {
     /// # Errors
     /// As [`start`](Self::start).
     #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn start_on_socket(extra: &[&str]) -> std::io::Result<ConsulDev> {
         Self::start_listening(extra, None, true)
     }
