@@ -47,6 +47,7 @@ struct Inner {
     namespace: Option<String>,
     request_timeout: Duration,
     requests: AtomicU64,
+    metrics_key_label: bool,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -86,6 +87,7 @@ pub struct ClientBuilder {
     tls_server_name: Option<String>,
     insecure: bool,
     request_timeout: Option<Duration>,
+    metrics_key_label: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -170,6 +172,14 @@ impl ClientBuilder {
     /// Default 10 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// With feature `metrics`: add a `key` label (the lock's key) to the acquire-wait and hold-time
+    /// histograms of this client's locks. Opt-in because every key is then a time series of its
+    /// own. Without the feature it has no effect. Default `false`.
+    pub fn metrics_key_label(mut self, yes: bool) -> Self {
+        self.metrics_key_label = yes;
         self
     }
 
@@ -290,6 +300,7 @@ impl ClientBuilder {
                 namespace: self.namespace.filter(|n| !n.is_empty()),
                 request_timeout,
                 requests: AtomicU64::new(0),
+                metrics_key_label: self.metrics_key_label,
             }),
         })
     }
@@ -438,6 +449,11 @@ impl Client {
         self.inner.request_timeout
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn metrics_key_label(&self) -> bool {
+        self.inner.metrics_key_label
+    }
+
     /// Who holds `key` now: `None` when it is free (missing, or present with no session).
     ///
     /// # Errors
@@ -539,7 +555,9 @@ impl Client {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(%method, path, "consul request");
         let addr = self.address();
-        let mut resp = req.send().await.map_err(|e| Error::from_reqwest(addr, e))?;
+        let sent = req.send().await;
+        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let mut resp = sent.map_err(|e| Error::from_reqwest(addr, e))?;
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

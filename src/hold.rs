@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::api::Released;
 use crate::error::Result;
+use crate::metrics::{self, Loss};
 use crate::retry::{self, Backoff};
 use crate::session::{lock, Claim, SessionCore};
 
@@ -29,6 +30,7 @@ pub(crate) struct Hold {
     /// Fair mode: our entry in the key's queue, deleted with the key at release.
     queue_entry: Mutex<Option<String>>,
     runtime: Handle,
+    metrics: metrics::HeldLock,
 }
 
 impl std::fmt::Debug for Hold {
@@ -52,6 +54,7 @@ impl Hold {
         claim: Option<Claim>,
         max_hold: Option<Duration>,
     ) -> Arc<Hold> {
+        let metrics = metrics::HeldLock::start(&session.client, &key, &session.metrics);
         let hold = Arc::new(Hold {
             key,
             session,
@@ -64,13 +67,14 @@ impl Hold {
             claim: Mutex::new(claim),
             queue_entry: Mutex::new(None),
             runtime: Handle::current(),
+            metrics,
         });
         if let Some(limit) = max_hold {
             let weak = Arc::downgrade(&hold);
             let t = tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
                 if let Some(h) = weak.upgrade() {
-                    h.mark_lost("max_hold reached");
+                    h.mark_lost(Loss::MaxHold, "max_hold reached");
                 }
             });
             lock(&hold.tasks).push(t.abort_handle());
@@ -118,11 +122,12 @@ impl Hold {
     /// The lock is lost (key taken or deleted, or max_hold): report it and clean up — the
     /// owner-checked delete (a no-op if the key is no longer ours) and, for an own session, its
     /// destruction — so no zombie keeps the key from others.
-    pub(crate) fn mark_lost(&self, reason: &str) {
+    pub(crate) fn mark_lost(&self, loss: Loss, reason: &str) {
         if self.finished.load(Ordering::SeqCst) || self.lost.send_replace(true) {
             return;
         }
         tracing::warn!(key = %self.key, session = %self.session.id, reason, "lock lost");
+        self.metrics.lost(&self.session.metrics, loss);
         let session = self.session.clone();
         let key = self.key.clone();
         let own = self.own_session;
@@ -152,6 +157,7 @@ impl Hold {
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
+        self.metrics.finished(&self.session.metrics, self.is_lost());
         Some(ReleaseJob {
             key: self.key.clone(),
             session: self.session.clone(),
@@ -235,7 +241,7 @@ async fn watch_key(weak: Weak<Hold>) {
         match result {
             Ok((idx, entry)) => {
                 if entry.as_ref().and_then(|e| e.holder_session()) != Some(sid.as_str()) {
-                    hold.mark_lost("the key was deleted or is held by another session");
+                    hold.mark_lost(Loss::Watch, "the key was deleted or is held by another session");
                     return;
                 }
                 let unchanged = idx == index;

@@ -47,6 +47,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Features
+//! - `cli` (default): the `consul-lock` command-line tool.
+//! - `metrics`: lock-level metrics through the [`metrics`](https://docs.rs/metrics) facade (acquire
+//!   waits, hold times, held/waiting gauges, losses by reason, requests); the README lists them.
+//! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev` for tests.
+//!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
 //! versions; differences are noted in the README.
@@ -63,6 +69,7 @@ mod hold;
 mod holder;
 mod key;
 mod lock;
+mod metrics;
 mod queue;
 mod retry;
 mod session;

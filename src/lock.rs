@@ -16,6 +16,7 @@ use crate::guard::LockGuard;
 use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
 use crate::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+use crate::metrics::{self, Loss};
 use crate::queue;
 use crate::retry::{self, Backoff};
 use crate::session::SessionCore;
@@ -407,6 +408,7 @@ pub(crate) fn validate_lock_delay(d: Duration) -> Result<()> {
 
 /// Run the acquire procedure in its own task. `Ok(None)`: not acquired and `!fail_hard`.
 async fn run_acquire(plan: Plan, fail_hard: bool) -> Result<Option<Arc<Hold>>> {
+    let wait = metrics::AcquireWait::start(&plan.client, &plan.key);
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut tx = tx;
@@ -414,9 +416,11 @@ async fn run_acquire(plan: Plan, fail_hard: bool) -> Result<Option<Arc<Hold>>> {
         // If the caller is gone, the value comes back here and its drop releases the lock.
         let _ = tx.send(result);
     });
-    rx.await.unwrap_or_else(|_| {
+    let result = rx.await.unwrap_or_else(|_| {
         Err(Error::InvalidConfig("the acquire task was stopped: is the tokio runtime shutting down?".into()))
-    })
+    });
+    wait.finish(&result);
+    result
 }
 
 /// What the waiter last saw, for the error at the deadline.
@@ -536,7 +540,7 @@ async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Repl
                 return Ok(Some(hold));
             }
             LockAttempt::InvalidSession => {
-                s.mark_lost("Consul says the session is invalid");
+                s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
                 if plan.shared.is_some() {
                     return Err(Error::LockLost { key: plan.key.clone() });
                 }
