@@ -4,6 +4,7 @@
 #![cfg(unix)]
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,7 +29,11 @@ fn key(name: &str) -> String {
 
 /// The CLI with only `CONSUL_HTTP_ADDR` set among Consul's variables.
 fn cli(addr: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_consul-lock"));
+    cli_from(Path::new(env!("CARGO_BIN_EXE_consul-lock")), addr)
+}
+
+fn cli_from(bin: &Path, addr: &str) -> Command {
+    let mut c = Command::new(bin);
     for v in ["CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL", "CONSUL_CACERT", "RUST_LOG"] {
         c.env_remove(v);
     }
@@ -104,11 +109,19 @@ fn a_missing_socket_is_a_clear_error() {
 fn a_socket_this_user_may_not_open_is_a_clear_error() {
     let agent = ConsulDev::start_on_socket(&["-hcl", r#"unix_sockets { mode = "0000" }"#])
         .unwrap_or_else(|e| panic!("cannot start a Consul dev agent on a socket: {e}"));
-    let mut status = cli(agent.http_addr());
-    status.args(["status", "k"]);
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: it runs the client as another user");
-    status.uid(65534).gid(65534).current_dir("/");
+    // A copy of the binary that user can run whatever the checkout's permissions (e.g. under /root).
+    let dir = std::env::temp_dir().join(format!("consul-lock-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("consul-lock");
+    std::fs::copy(env!("CARGO_BIN_EXE_consul-lock"), &bin).unwrap();
+    for p in [&dir, &bin] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut status = cli_from(&bin, agent.http_addr());
+    status.args(["status", "k"]).uid(65534).gid(65534).current_dir("/");
     let out = output(status);
+    let _ = std::fs::remove_dir_all(&dir);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(ERROR), "{stderr}");
     assert!(stderr.contains("permission denied on the socket"), "{stderr}");
