@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README and .ci/run call exactly this). Installs what it needs (Consul included),
-# then: format check, clippy -D warnings, every test with all features (unit, integration against real
-# `consul agent -dev` processes, doc tests), rustdoc with warnings denied, and builds examples/benches.
+# then: format check, clippy -D warnings, rustdoc as docs.rs builds it, examples/benches, a dry-run
+# publish (the packaged crate builds), and every test with all features (unit, integration against
+# real `consul agent -dev` processes, doc tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,12 +19,24 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 
-step "cargo doc (warnings denied)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked
+step "cargo doc as docs.rs builds it (--cfg docsrs, every feature, warnings denied)"
+# docs.rs uses nightly for `doc(cfg)` badges. The machine has one stable toolchain: RUSTC_BOOTSTRAP=1
+# lets its rustdoc accept `#![feature(doc_cfg)]`, only for this step. Plain stable builds never set
+# `docsrs`, so the `cfg_attr`s are inert there (every other step checks that).
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --no-deps --all-features --locked
 
 step "cargo build --examples --benches"
 cargo build --examples --all-features --locked
 if [ -d benches ]; then cargo bench --no-run --all-features --locked; fi
+
+step "cargo publish --dry-run (package what Cargo.toml includes, build it, check it against crates.io)"
+# A fresh clone is clean; a developer's uncommitted work is packaged as it is (with a note).
+dirty=()
+if [ -z "${CI:-}" ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+  echo "note: uncommitted changes, packaged with --allow-dirty (CI packages a clean clone)"
+  dirty=(--allow-dirty)
+fi
+cargo publish --dry-run --locked "${dirty[@]}"
 
 step "cargo test (unit, integration against real Consul, doc tests)"
 # Tests mostly wait on Consul (renewals, timeouts), not on the CPU: run many at once.

@@ -18,6 +18,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
+use crate::metrics::{self, Loss};
 use crate::queue;
 use crate::retry::Backoff;
 use crate::session::{Claim, SessionCore};
@@ -42,6 +43,7 @@ type Reply = Result<Option<Arc<Hold>>>;
 
 /// Run the acquire procedure in its own task. `Ok(None)`: not acquired and `!fail_hard`.
 pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
+    let wait = metrics::AcquireWait::start(plan.client.metrics_key_label(), &plan.key);
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut acquire = Acquire::new(plan, fail_hard, tx);
@@ -49,7 +51,9 @@ pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
         // If the caller is gone, the value comes back here and its drop releases the lock.
         let _ = acquire.tx.send(result);
     });
-    rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring the lock")))
+    let result = rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring the lock")));
+    wait.finish(&result);
+    result
 }
 
 /// Why the procedure stopped without the lock.
@@ -247,7 +251,7 @@ impl Acquire {
     /// Consul refused our session. A shared one is lost; an own one is replaced (paced), unless
     /// Consul keeps refusing brand-new sessions.
     async fn after_invalid_session(&mut self, s: &SessionCore, status: u16, message: String) -> Step {
-        s.mark_lost("Consul says the session is invalid");
+        s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
         if self.plan.shared.is_some() {
             return Err(Error::LockLost { key: self.plan.key.clone() }.into());
         }

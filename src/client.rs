@@ -37,13 +37,16 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
-    /// `scheme://host:port`, no trailing slash.
+    /// `scheme://host:port`, no trailing slash: what request URLs start with.
     base: String,
+    /// The address as shown in errors and `Debug`: `base`, or `unix://PATH` for a socket.
+    shown: String,
     token: Option<Token>,
     datacenter: Option<String>,
     namespace: Option<String>,
     request_timeout: Duration,
     requests: AtomicU64,
+    metrics_key_label: bool,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -59,7 +62,7 @@ impl fmt::Debug for Token {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.inner.base)
+            .field("address", &self.inner.shown)
             .field("token", &self.inner.token)
             .field("datacenter", &self.inner.datacenter)
             .field("namespace", &self.inner.namespace)
@@ -83,6 +86,7 @@ pub struct ClientBuilder {
     tls_server_name: Option<String>,
     insecure: bool,
     request_timeout: Option<Duration>,
+    metrics_key_label: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -99,8 +103,9 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Agent address: `host:port`, `http://host:port` or `https://host:port`.
-    /// Default `http://127.0.0.1:8500` (`unix://` sockets are not supported).
+    /// Agent address: `host:port`, `http://host:port`, `https://host:port`, or `unix:///path/to/http.sock`
+    /// for an agent listening on a unix socket (`addresses { http = "unix://…" }`; plain HTTP over the
+    /// socket, unix platforms only). Default `http://127.0.0.1:8500`.
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = Some(address.into());
         self
@@ -169,6 +174,14 @@ impl ClientBuilder {
         self
     }
 
+    /// With feature `metrics`: add a `key` label (the lock's key) to the acquire-wait and hold-time
+    /// histograms of this client's locks. Opt-in because every key is then a time series of its
+    /// own. Without the feature it has no effect. Default `false`.
+    pub fn metrics_key_label(mut self, yes: bool) -> Self {
+        self.metrics_key_label = yes;
+        self
+    }
+
     /// A builder preset from Consul's own environment variables: `CONSUL_HTTP_ADDR`,
     /// `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_HTTP_SSL_VERIFY`,
     /// `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
@@ -210,7 +223,7 @@ impl ClientBuilder {
     /// [`Error::InvalidConfig`] for a malformed address, an unreadable file or an invalid PEM.
     pub fn build(self) -> Result<Client> {
         let invalid = |m: String| Error::InvalidConfig(m);
-        let (scheme, authority) = parse_address(self.address.as_deref().unwrap_or(DEFAULT_ADDRESS), self.https)?;
+        let endpoint = parse_address(self.address.as_deref().unwrap_or(DEFAULT_ADDRESS), self.https)?;
 
         let mut token = self.token;
         if token.is_none() {
@@ -268,31 +281,67 @@ impl ClientBuilder {
             tracing::warn!("TLS certificate verification is disabled (CONSUL_HTTP_SSL_VERIFY=false)");
             http = http.danger_accept_invalid_certs(true);
         }
-        let mut base = format!("{scheme}://{authority}");
-        if let Some(name) = self.tls_server_name.as_deref().filter(|_| scheme == "https") {
-            // Connect to the configured address but verify (and send SNI for) `name`.
-            use std::net::ToSocketAddrs;
-            let addrs: Vec<_> = authority
-                .to_socket_addrs()
-                .map_err(|e| invalid(format!("cannot resolve {authority:?}: {e}")))?
-                .collect();
-            let port = addrs.first().map(|a| a.port()).unwrap_or(443);
-            http = http.resolve_to_addrs(name, &addrs);
-            base = format!("https://{name}:{port}");
-        }
+        let (http, base, shown) = match endpoint {
+            Endpoint::Unix(path) => (unix_socket(http, &path)?, UNIX_BASE.to_owned(), unix_shown(&path)),
+            Endpoint::Tcp { scheme, authority } => {
+                let (http, base) = tls_server_name(http, scheme, &authority, self.tls_server_name.as_deref())?;
+                (http, base.clone(), base)
+            }
+        };
         let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 base,
+                shown,
                 token,
                 datacenter: self.datacenter.filter(|d| !d.is_empty()),
                 namespace: self.namespace.filter(|n| !n.is_empty()),
                 request_timeout,
                 requests: AtomicU64::new(0),
+                metrics_key_label: self.metrics_key_label,
             }),
         })
     }
+}
+
+/// The base URL of a TCP agent; with `https` and a `name`, connect to `authority` but verify (and
+/// send SNI for) `name`.
+fn tls_server_name(
+    mut http: reqwest::ClientBuilder,
+    scheme: &str,
+    authority: &str,
+    name: Option<&str>,
+) -> Result<(reqwest::ClientBuilder, String)> {
+    let Some(name) = name.filter(|_| scheme == "https") else {
+        return Ok((http, format!("{scheme}://{authority}")));
+    };
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = authority
+        .to_socket_addrs()
+        .map_err(|e| Error::InvalidConfig(format!("cannot resolve {authority:?}: {e}")))?
+        .collect();
+    let port = addrs.first().map(|a| a.port()).unwrap_or(443);
+    http = http.resolve_to_addrs(name, &addrs);
+    Ok((http, format!("https://{name}:{port}")))
+}
+
+/// Request URLs of a unix-socket client: the host is never resolved (the Consul CLI uses the same).
+const UNIX_BASE: &str = "http://localhost";
+
+fn unix_shown(path: &std::path::Path) -> String {
+    format!("unix://{}", path.display())
+}
+
+/// Every connection of this client goes to the socket at `path`.
+#[cfg(unix)]
+fn unix_socket(http: reqwest::ClientBuilder, path: &std::path::Path) -> Result<reqwest::ClientBuilder> {
+    Ok(http.unix_socket(path))
+}
+
+#[cfg(not(unix))]
+fn unix_socket(_: reqwest::ClientBuilder, path: &std::path::Path) -> Result<reqwest::ClientBuilder> {
+    Err(Error::InvalidConfig(format!("{}: unix sockets are only supported on unix platforms", unix_shown(path))))
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool> {
@@ -303,18 +352,30 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
     }
 }
 
-/// Split an address into (scheme, host:port).
-fn parse_address(addr: &str, https: bool) -> Result<(&'static str, String)> {
+/// Where the agent listens.
+#[derive(Debug, PartialEq)]
+enum Endpoint {
+    /// `scheme` is `http` or `https`; `authority` is `host:port`.
+    Tcp { scheme: &'static str, authority: String },
+    /// `unix://PATH`.
+    Unix(std::path::PathBuf),
+}
+
+/// Parse an address into where to connect.
+fn parse_address(addr: &str, https: bool) -> Result<Endpoint> {
     let bad = |why: &str| Err(Error::InvalidConfig(format!("invalid Consul address {addr:?}: {why}")));
     let addr = addr.trim();
     let (scheme, rest) = if let Some(r) = addr.strip_prefix("http://") {
         ("http", r)
     } else if let Some(r) = addr.strip_prefix("https://") {
         ("https", r)
-    } else if addr.starts_with("unix://") {
-        return bad("unix sockets are not supported; use host:port");
+    } else if let Some(path) = addr.strip_prefix("unix://") {
+        if path.is_empty() || path.chars().any(|c| c.is_control()) {
+            return bad("expected unix:///path/to/http.sock");
+        }
+        return Ok(Endpoint::Unix(path.into()));
     } else if addr.contains("://") {
-        return bad("the scheme must be http or https");
+        return bad("the scheme must be http, https or unix");
     } else {
         (if https { "https" } else { "http" }, addr)
     };
@@ -339,7 +400,7 @@ fn parse_address(addr: &str, https: bool) -> Result<(&'static str, String)> {
     } else {
         ":8500"
     };
-    Ok((scheme, format!("{rest}{port}")))
+    Ok(Endpoint::Tcp { scheme, authority: format!("{rest}{port}") })
 }
 
 /// One HTTP answer from Consul.
@@ -371,9 +432,10 @@ impl Client {
         ClientBuilder::from_env()?.build()
     }
 
-    /// The agent's base URL, as used in requests and error messages.
+    /// The agent's address as used in error messages: its base URL (`http://host:port`), or
+    /// `unix:///path` for an agent on a unix socket.
     pub fn address(&self) -> &str {
-        &self.inner.base
+        &self.inner.shown
     }
 
     /// How many HTTP requests this client and its clones have sent (retries included).
@@ -384,6 +446,11 @@ impl Client {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn metrics_key_label(&self) -> bool {
+        self.inner.metrics_key_label
     }
 
     /// Map a non-success answer to an error.
@@ -439,7 +506,9 @@ impl Client {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(%method, path, "consul request");
         let addr = self.address();
-        let mut resp = req.send().await.map_err(|e| Error::from_reqwest(addr, e))?;
+        let sent = req.send().await;
+        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let mut resp = sent.map_err(|e| Error::from_reqwest(addr, e))?;
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -540,8 +609,30 @@ mod tests {
         assert_eq!(ok("https://h").unwrap(), "https://h:8501");
         assert_eq!(ok("localhost").unwrap(), "http://localhost:8500");
         assert_eq!(ok("[::1]:8500").unwrap(), "http://[::1]:8500");
-        for bad in ["unix:///tmp/s", "ftp://x", "", "h:99999", "h/path", "http://"] {
+        for bad in ["unix://", "ftp://x", "", "h:99999", "h/path", "http://"] {
             assert!(matches!(ok(bad), Err(Error::InvalidConfig(_))), "{bad:?}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unix_socket_addresses() {
+        let c = from(&[("CONSUL_HTTP_ADDR", "unix:///run/consul/http.sock")]).unwrap().build().unwrap();
+        assert_eq!(c.address(), "unix:///run/consul/http.sock");
+        assert_eq!(c.inner.base, UNIX_BASE);
+        assert!(format!("{c:?}").contains("unix:///run/consul/http.sock"));
+        let c = Client::builder().address("unix://relative.sock").https(true).build().unwrap();
+        assert_eq!(c.address(), "unix://relative.sock");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_missing_socket_is_named_in_the_error() {
+        let path = std::env::temp_dir().join(format!("consul-lock-no-such-{}.sock", std::process::id()));
+        let c = Client::builder().address(format!("unix://{}", path.display())).build().unwrap();
+        let e = c.holder("k").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Transport(_)), "{e:?}");
+        assert!(msg.contains(&format!("unix://{}", path.display())) && msg.contains("no socket at this path"), "{msg}");
     }
 }

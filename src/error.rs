@@ -150,6 +150,8 @@ impl Error {
             "request timed out".to_owned()
         } else if is_tls_failure(&root_cause(&err)) {
             format!("{TLS_FAILED} ({})", root_cause(&err))
+        } else if err.is_connect() && address.starts_with("unix://") {
+            unix_connect_failure(&err)
         } else if err.is_connect() {
             format!("connection failed ({})", root_cause(&err))
         } else {
@@ -262,6 +264,29 @@ const TLS_FAILED: &str = "TLS handshake failed";
 fn is_tls_failure(cause: &str) -> bool {
     let c = cause.to_ascii_lowercase();
     ["certificate", "handshake", "alert", "unknownissuer", "tls"].iter().any(|w| c.contains(w))
+}
+
+/// Why connecting to a unix socket failed, in terms of what to check.
+fn unix_connect_failure(err: &(dyn std::error::Error + 'static)) -> String {
+    let cause = root_cause(err);
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::NotFound => format!("no socket at this path ({cause})"),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied on the socket ({cause}): this user may not open it or search a \
+                     directory above it; see the agent's unix_sockets {{ user, group, mode }}"
+                ),
+                std::io::ErrorKind::ConnectionRefused => {
+                    format!("nothing listens on the socket, a stale socket file? ({cause})")
+                }
+                _ => format!("connection failed ({cause})"),
+            };
+        }
+        cur = e.source();
+    }
+    format!("connection failed ({cause})")
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {

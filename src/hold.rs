@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::api::Released;
 use crate::client::Client;
 use crate::error::Result;
+use crate::metrics::{self, Loss};
 use crate::mutex::lock;
 use crate::retry;
 use crate::session::{Claim, SessionCore};
@@ -40,6 +41,7 @@ pub(crate) struct Hold {
     /// Fair mode: our entry in the key's queue, deleted with the key at release.
     queue_entry: Mutex<Option<String>>,
     runtime: Handle,
+    metrics: metrics::HeldLock,
 }
 
 impl std::fmt::Debug for Hold {
@@ -63,6 +65,7 @@ impl Hold {
         claim: Option<Claim>,
         max_hold: Option<Duration>,
     ) -> Arc<Hold> {
+        let metrics = metrics::HeldLock::start(session.client.metrics_key_label(), &key, &session.metrics);
         let hold = Arc::new(Hold {
             key,
             session,
@@ -75,13 +78,14 @@ impl Hold {
             claim: Mutex::new(claim),
             queue_entry: Mutex::new(None),
             runtime: Handle::current(),
+            metrics,
         });
         if let Some(limit) = max_hold {
             let weak = Arc::downgrade(&hold);
             let t = tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
                 if let Some(h) = weak.upgrade() {
-                    h.mark_lost("max_hold reached");
+                    h.mark_lost(Loss::MaxHold, "max_hold reached");
                 }
             });
             lock(&hold.tasks).push(t.abort_handle());
@@ -129,11 +133,12 @@ impl Hold {
     /// The lock is lost (key taken or deleted, or max_hold): report it and clean up — the
     /// owner-checked delete (a no-op if the key is no longer ours) and, for an own session, its
     /// destruction — so no zombie keeps the key from others.
-    pub(crate) fn mark_lost(&self, reason: &str) {
+    pub(crate) fn mark_lost(&self, loss: Loss, reason: &str) {
         if self.finished.load(Ordering::SeqCst) || self.lost.send_replace(true) {
             return;
         }
         tracing::warn!(key = %self.key, session = %self.session.id, reason, "lock lost");
+        self.metrics.lost(&self.session.metrics, loss);
         let session = self.session.clone();
         let key = self.key.clone();
         let own = self.own_session;
@@ -164,6 +169,7 @@ impl Hold {
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
+        self.metrics.finished(&self.session.metrics, self.is_lost());
         Some(ReleaseJob {
             key: self.key.clone(),
             session: self.session.clone(),
@@ -239,7 +245,7 @@ async fn watch_key(weak: Weak<Hold>) {
         let entry = watch.follow().await;
         let Some(hold) = weak.upgrade() else { return };
         if entry.as_ref().and_then(|e| e.holder_session()) != Some(sid.as_str()) {
-            hold.mark_lost("the key was deleted or is held by another session");
+            hold.mark_lost(Loss::Watch, "the key was deleted or is held by another session");
             return;
         }
     }

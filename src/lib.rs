@@ -50,12 +50,15 @@
 //! # Cargo features
 //! - `cli` (default): the `consul-lock` command-line tool (clap, tracing-subscriber, libc). Library
 //!   users can drop it with `default-features = false`.
+//! - `metrics`: lock-level metrics through the [`metrics`](https://docs.rs/metrics) facade (acquire
+//!   waits, hold times, held/waiting gauges, losses by reason, requests); the README lists them.
 //! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev`
 //!   for your own tests (module `testing`, present only with the feature).
 //!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
 //! versions; differences are noted in the README.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
@@ -78,6 +81,7 @@ mod hold;
 mod holder;
 mod key;
 mod lock;
+mod metrics;
 mod mutex;
 mod queue;
 mod retry;
@@ -85,6 +89,7 @@ mod session;
 mod shared;
 mod task;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 mod watch;
 

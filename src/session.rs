@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::api::{Renewed, SessionSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::metrics::{self, Loss};
 use crate::mutex::lock;
 use crate::retry::{self, Backoff};
 use crate::watch::Watch;
@@ -95,6 +96,7 @@ pub(crate) struct SessionCore {
     /// (key → in-process claim), so that two locks on one shared session never both "hold" a key.
     claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     runtime: Handle,
+    pub(crate) metrics: metrics::SessionLocks,
 }
 
 impl std::fmt::Debug for SessionCore {
@@ -121,6 +123,7 @@ impl SessionCore {
             watch_started: AtomicBool::new(false),
             claims: Mutex::new(HashMap::new()),
             runtime: Handle::current(),
+            metrics: metrics::SessionLocks::default(),
         });
         let renew = tokio::spawn(renew_loop(Arc::downgrade(&core)));
         core.add_task(renew.abort_handle());
@@ -169,9 +172,10 @@ impl SessionCore {
 
     /// The session is gone (renew 404, invalid session, watch, or lease deadline): tell every
     /// holder, stop renewing and destroy it so no zombie keeps its keys.
-    pub(crate) fn mark_lost(&self, reason: &str) {
+    pub(crate) fn mark_lost(&self, loss: Loss, reason: &str) {
         if !self.lost.send_replace(true) {
             tracing::warn!(session = %self.id, reason, "session lost");
+            self.metrics.lost(loss);
         }
         self.close();
     }
@@ -284,11 +288,12 @@ async fn renew_loop(weak: Weak<SessionCore>) {
         let now = Instant::now();
         let lost_at = s.lost_at();
         if now >= lost_at {
-            s.mark_lost("no successful renewal within the TTL");
+            s.mark_lost(Loss::Deadline, "no successful renewal within the TTL");
             return;
         }
         let timeout = (lost_at - now).min(s.client.request_timeout());
         let result = s.client.session_renew(&s.id, timeout).await;
+        metrics::renewal(&result);
         match result {
             Ok(Renewed::Ok { ttl }) => {
                 s.renewed(now, ttl);
@@ -296,7 +301,7 @@ async fn renew_loop(weak: Weak<SessionCore>) {
                 next = renew_period(s.ttl());
             }
             Ok(Renewed::Gone) => {
-                s.mark_lost("renew answered 404: the session no longer exists");
+                s.mark_lost(Loss::Renew404, "renew answered 404: the session no longer exists");
                 return;
             }
             Err(e) if e.is_retryable() => {
@@ -305,7 +310,7 @@ async fn renew_loop(weak: Weak<SessionCore>) {
                 next = backoff.next_delay().min(left);
             }
             Err(e) => {
-                s.mark_lost(&format!("renewal refused: {e}"));
+                s.mark_lost(Loss::RenewRefused, &format!("renewal refused: {e}"));
                 return;
             }
         }
@@ -322,7 +327,7 @@ async fn watch_loop(weak: Weak<SessionCore>) {
         let sessions = watch.follow().await;
         let Some(s) = weak.upgrade() else { return };
         if !sessions.iter().any(|e| e.id == s.id) {
-            s.mark_lost("session no longer exists");
+            s.mark_lost(Loss::Watch, "session no longer exists");
             return;
         }
     }

@@ -56,11 +56,27 @@ impl ConsulDev {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with_token(extra: &[&str], probe_token: Option<&str>) -> std::io::Result<ConsulDev> {
+        Self::start_listening(extra, probe_token, false)
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args), with the HTTP API on a unix socket in the
+    /// agent's directory instead of a TCP port: [`http_addr`](Self::http_addr) is then
+    /// `unix:///…/http.sock`. Pass `-hcl 'unix_sockets { mode = "0600" }'` and the like in `extra`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
+    pub fn start_on_socket(extra: &[&str]) -> std::io::Result<ConsulDev> {
+        Self::start_listening(extra, None, true)
+    }
+
+    fn start_listening(extra: &[&str], probe_token: Option<&str>, unix: bool) -> std::io::Result<ConsulDev> {
         let binary = find_binary()?;
         let mut last_err = None;
         // A free port can be taken between probing and binding: try a few times.
         for _ in 0..3 {
-            match Self::try_start(&binary, extra, probe_token) {
+            match Self::try_start(&binary, extra, probe_token, unix) {
                 Ok(dev) => return Ok(dev),
                 Err(e) => last_err = Some(e),
             }
@@ -68,24 +84,29 @@ impl ConsulDev {
         Err(last_err.unwrap_or_else(|| other("consul agent did not start")))
     }
 
-    fn try_start(binary: &Path, extra: &[&str], token: Option<&str>) -> std::io::Result<ConsulDev> {
+    fn try_start(binary: &Path, extra: &[&str], token: Option<&str>, unix: bool) -> std::io::Result<ConsulDev> {
         let ports = free_ports(4)?;
         let dir = std::env::temp_dir().join(format!("consul-lock-dev-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir)?;
         let log_path = dir.join("consul.log");
         let log = std::fs::File::create(&log_path)?;
         let p = |i: usize| ports[i].to_string();
+        let socket = format!("unix://{}", dir.join("http.sock").display());
+        let http_addr = if unix { socket.clone() } else { format!("127.0.0.1:{}", ports[0]) };
+        let socket_hcl = format!("addresses {{ http = \"{socket}\" }}");
+        let listen: &[&str] = if unix { &["-hcl", &socket_hcl] } else { &[] };
         let mut cmd = Command::new(binary);
         cmd.args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"])
             .args(["-http-port", &p(0), "-serf-lan-port", &p(1), "-serf-wan-port", &p(2), "-server-port", &p(3)])
             .args(["-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"])
             .args(["-node", &format!("consul-lock-test-{}", ports[0])])
+            .args(listen)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = cmd.spawn().map_err(|e| other(&format!("cannot run {}: {e}", binary.display())))?;
-        let mut dev = ConsulDev { child, http_addr: format!("127.0.0.1:{}", ports[0]), dir, binary: binary.to_owned() };
+        let mut dev = ConsulDev { child, http_addr, dir, binary: binary.to_owned() };
         dev.wait_ready(token).map_err(|e| {
             let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(15).collect();
@@ -146,7 +167,8 @@ impl ConsulDev {
         })
     }
 
-    /// The agent's HTTP address, `127.0.0.1:<port>`.
+    /// The agent's HTTP address, `127.0.0.1:<port>` (`unix:///…/http.sock` for
+    /// [`start_on_socket`](Self::start_on_socket)).
     pub fn http_addr(&self) -> &str {
         &self.http_addr
     }
@@ -156,10 +178,9 @@ impl ConsulDev {
     /// # Panics
     /// Never for a started agent (the address is always valid).
     pub fn client(&self) -> Client {
-        Client::builder()
-            .address(format!("http://{}", self.http_addr))
-            .build()
-            .expect("a loopback address is a valid Consul address")
+        let address =
+            if self.http_addr.contains("://") { self.http_addr.clone() } else { format!("http://{}", self.http_addr) };
+        Client::builder().address(address).build().expect("a loopback address is a valid Consul address")
     }
 
     /// The consul binary in use.
@@ -208,15 +229,32 @@ fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
 
 /// A tiny HTTP/1.0 client for readiness probes, usable with or without a runtime.
 fn http(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut s = connect(addr)?;
     let token = token.map(|t| format!("X-Consul-Token: {t}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{token}Content-Length: {}\r\n\r\n{body}", body.len())?;
+    let host = if addr.starts_with("unix://") { "localhost" } else { addr };
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{token}Content-Length: {}\r\n\r\n{body}", body.len())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// A TCP connection to `host:port`, or to the socket of `unix://PATH`, with a read timeout.
+fn connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
+    let timeout = Some(Duration::from_secs(2));
+    #[cfg(unix)]
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(timeout)?;
+        return Ok(Box::new(s));
+    }
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(timeout)?;
+    Ok(Box::new(s))
 }
 
 fn other(msg: &str) -> std::io::Error {

@@ -48,7 +48,7 @@ pub(crate) struct Cli {
 /// Where Consul is and how to authenticate. Each flag overrides its environment variable.
 #[derive(Debug, Args)]
 pub(crate) struct ConnArgs {
-    /// Consul agent address, host:port or http(s)://host:port [env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500]
+    /// Consul agent address: host:port, http(s)://host:port or unix:///path/to/http.sock [env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500]
     #[arg(long, value_name = "ADDR", global = true)]
     pub(crate) http_addr: Option<String>,
 
@@ -78,6 +78,10 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Destroy the session holding KEY, freeing it (for a stuck holder; needs --yes)
     Break(BreakArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write all of them with --out-dir
+    Man(ManArgs),
 }
 
 /// `consul-lock run`.
@@ -140,6 +144,11 @@ pub(crate) struct RunArgs {
 
 /// `consul-lock status`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  consul-lock status jobs/backup            # exit 0 free, 1 held, 2 error
+  consul-lock status jobs/backup --json | jq -r .hostname   # who holds it?
+  CONSUL_HTTP_ADDR=unix:///run/consul/http.sock consul-lock status jobs/backup")]
 pub(crate) struct StatusArgs {
     /// The Consul KV key of the lock
     #[arg(value_name = "KEY")]
@@ -152,6 +161,13 @@ pub(crate) struct StatusArgs {
 
 /// `consul-lock break`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  consul-lock break jobs/backup         # show the session that would be destroyed
+  consul-lock break jobs/backup --yes   # destroy it: the key is free after the lock-delay
+
+The holder's command is not stopped by this: if it is a consul-lock run, it sees the lock lost,
+sends its command SIGTERM and exits 75.")]
 pub(crate) struct BreakArgs {
     /// The Consul KV key of the lock
     #[arg(value_name = "KEY")]
@@ -160,6 +176,31 @@ pub(crate) struct BreakArgs {
     /// Really destroy the holder's session (without it, only shows what would be broken)
     #[arg(long)]
     pub(crate) yes: bool,
+}
+
+/// `consul-lock completions`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  consul-lock completions bash > /etc/bash_completion.d/consul-lock
+  consul-lock completions zsh > \"${fpath[1]}/_consul-lock\"
+  consul-lock completions fish > ~/.config/fish/completions/consul-lock.fish")]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_name = "SHELL", value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// `consul-lock man`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  consul-lock man | man -l -
+  consul-lock man --out-dir /usr/local/share/man/man1   # consul-lock.1 and consul-lock-SUBCOMMAND.1")]
+pub(crate) struct ManArgs {
+    /// Write consul-lock.1 and one page per subcommand into DIR instead of printing consul-lock.1
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: Option<String>,
 }
 
 /// flock's `-w`: seconds, fractions allowed.

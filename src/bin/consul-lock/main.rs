@@ -29,6 +29,7 @@ mod break_lock;
 mod child;
 mod cli;
 mod connect;
+mod docs;
 mod exit;
 mod progress;
 mod run;
@@ -79,6 +80,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let client = connect::client(&cli.conn, exit::ERROR)?;
             break_lock::break_lock(&client, &args.key, args.yes).await
         }
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     }
 }
 
