@@ -91,7 +91,7 @@ Examples:
   consul-lock run -n jobs/backup -- /usr/local/bin/backup.sh
   consul-lock run -w 60 --ttl 30s migrations/users -- ./migrate up
 
-The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION and CONSUL_LOCK_FENCING_TOKEN.
+The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and CONSUL_LOCK_HELD=true.
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
