@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the figures of docs/PERFORMANCE.md:
 #   1. installs Consul (scripts/install-consul.sh) and starts ONE `consul agent -dev` on free loopback ports;
-#   2. runs our bench (benches/lockbench.rs) and, when ../shared/peers exists, the Go api.Lock and
+#   2. runs our bench (benches/lockbench/) and, when ../shared/peers exists, the Go api.Lock and
 #      python-consul-lock peers against that same agent, interleaved so that machine drift hits all of
 #      them alike: the uncontended cycle in BENCH_PASSES passes (3) of BENCH_PASS_ROUNDS rounds (2) each,
 #      ours / Go / Python in an order that rotates per pass; then contention (ours, Go, Python); then
@@ -18,7 +18,7 @@
 #   BENCH_PEERS=0 scripts/bench.sh      # ours only
 #   PEERS_DIR=/path/to/peers scripts/bench.sh
 # Sizes: BENCH_PASSES, BENCH_PASS_ROUNDS (above); ours: LOCKBENCH_N, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
-# LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see the bench).
+# LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see Config::from_env in benches/lockbench/common.rs).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"

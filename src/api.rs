@@ -1,5 +1,6 @@
-//! The few Consul HTTP endpoints a lock needs, each one request, each answer classified.
-//! No retries and no policy here: callers decide (see `retry`).
+//! The few Consul HTTP endpoints the primitives need, each one request, each answer classified
+//! (Consul's words through [`classify`]). No retries and no policy here: callers decide (see
+//! `retry`); blocking queries are built in `watch`.
 
 use std::time::Duration;
 
@@ -8,8 +9,10 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::client::{Client, Reply};
+use crate::error::{classify, Error, Result, Said};
+use crate::holder::{Holder, KvEntry};
+use crate::key;
 
 /// What `PUT /v1/session/create` is sent.
 #[derive(Debug, Clone)]
@@ -47,8 +50,8 @@ pub(crate) enum LockAttempt {
     Held,
     /// The key is free but in its lock-delay after a holder's session was invalidated.
     LockDelay,
-    /// Our session no longer exists.
-    InvalidSession,
+    /// Our session no longer exists: Consul's answer, as it said it.
+    InvalidSession { status: u16, message: String },
 }
 
 /// Outcome of the owner-checked delete.
@@ -85,13 +88,6 @@ struct TxnResult<T> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TxnKv {
-    #[serde(default)]
-    modify_index: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct TxnError {
     #[serde(default)]
     what: String,
@@ -123,17 +119,50 @@ struct TxnOp<'a> {
     kv: KvOp<'a>,
 }
 
+impl<'a> TxnOp<'a> {
+    fn kv(verb: &'a str, key: &'a str, value: Option<&[u8]>, session: Option<&'a str>) -> Self {
+        let value = value.map(|v| base64::engine::general_purpose::STANDARD.encode(v));
+        TxnOp { kv: KvOp { verb, key, value, session } }
+    }
+}
+
+fn txn_body(ops: &[TxnOp<'_>]) -> Vec<u8> {
+    // Serialising strings cannot fail.
+    serde_json::to_vec(ops).unwrap_or_default()
+}
+
 /// The exact body of the lock transaction (its size is checked before any request).
 pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str) -> Vec<u8> {
-    let op = [TxnOp {
-        kv: KvOp {
-            verb: "lock",
-            key,
-            value: Some(base64::engine::general_purpose::STANDARD.encode(value)),
-            session: Some(session),
-        },
-    }];
-    serde_json::to_vec(&op).unwrap_or_default()
+    txn_body(&[TxnOp::kv("lock", key, Some(value), Some(session))])
+}
+
+/// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
+pub(crate) fn decode_kv_entry(client: &Client, reply: Reply) -> Result<Option<KvEntry>> {
+    Ok(decode_kv_entries(client, reply)?.pop())
+}
+
+/// Decode a `GET /v1/kv/<prefix>?recurse` answer: empty for 404 (no key under the prefix).
+pub(crate) fn decode_kv_entries(client: &Client, reply: Reply) -> Result<Vec<KvEntry>> {
+    if reply.status == 404 {
+        return Ok(Vec::new());
+    }
+    let reply = client.check(reply)?;
+    client.decode(&reply.body)
+}
+
+/// Decode a `GET /v1/session/info/<id>` answer (`null` or `[]` when the session does not exist).
+pub(crate) fn decode_sessions(client: &Client, reply: Reply) -> Result<Vec<SessionEntry>> {
+    let reply = client.check(reply)?;
+    let infos: Option<Vec<SessionEntry>> = client.decode(&reply.body)?;
+    Ok(infos.unwrap_or_default())
+}
+
+/// The outcome of queueing in fair mode.
+pub(crate) enum Enqueued {
+    /// Our entry is held by our session; the queue's entries, ours included.
+    Listed(Vec<KvEntry>),
+    /// Consul says our session is invalid.
+    InvalidSession,
 }
 
 #[derive(Deserialize)]
@@ -264,13 +293,39 @@ impl Client {
         self.check(reply).map(|_| ())
     }
 
-    /// `GET /v1/session/info/<id>` (blocking when `block` is set): index and whether it exists.
-    pub(crate) async fn session_exists(&self, id: &str, block: Option<(u64, Duration)>) -> Result<(u64, bool)> {
-        let reply = self.get_maybe_blocking(&format!("session/info/{id}"), block).await?;
-        let index = reply.index.unwrap_or(1).max(1);
-        let reply = self.check(reply)?;
-        let infos: Option<Vec<SessionEntry>> = self.decode(&reply.body)?;
-        Ok((index, infos.is_some_and(|v| v.iter().any(|i| i.id == id))))
+    /// Who holds `key` now: `None` when it is free (missing, or present with no session).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid key (before any request); transport and Consul
+    /// errors otherwise.
+    ///
+    /// # Cancel safety
+    /// A read: dropping the future changes nothing.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let client = consul_lock::Client::from_env()?;
+    /// match client.holder("deploy/web").await? {
+    ///     Some(h) => println!("held by session {} (token {})", h.session_id, h.modify_index),
+    ///     None => println!("free"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn holder(&self, key: &str) -> Result<Option<Holder>> {
+        key::validate(key)?;
+        let entry = self.kv_get(key).await?;
+        match entry {
+            None => Ok(None),
+            Some(e) => e.into_holder().map_err(|m| Error::decode(self.address(), m)),
+        }
+    }
+
+    /// `GET /v1/kv/<key>` (a plain read): the entry, `None` when the key does not exist.
+    pub(crate) async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>> {
+        let reply =
+            self.call(Method::GET, &format!("kv/{}", key::encode_path(key)), &[], None, self.request_timeout()).await?;
+        decode_kv_entry(self, reply)
     }
 
     /// Who a session is: `GET /v1/session/info/<id>`; `None` when it does not exist (any more).
@@ -281,12 +336,22 @@ impl Client {
     ///
     /// # Cancel safety
     /// A read: dropping the future changes nothing.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let client = consul_lock::Client::from_env()?;
+    /// if let Some(h) = client.holder("deploy/web").await? {
+    ///     if let Some(s) = client.session_info(&h.session_id).await? {
+    ///         println!("held from node {} (session {:?})", s.node, s.name);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn session_info(&self, id: &str) -> Result<Option<SessionInfo>> {
         let path = format!("session/info/{}", session_path(id)?);
-        let reply = self.get_maybe_blocking(&path, None).await?;
-        let reply = self.check(reply)?;
-        let infos: Option<Vec<SessionEntry>> = self.decode(&reply.body)?;
-        Ok(infos.unwrap_or_default().into_iter().find(|i| i.id == id).map(SessionEntry::into_info))
+        let reply = self.call(Method::GET, &path, &[], None, self.request_timeout()).await?;
+        Ok(decode_sessions(self, reply)?.into_iter().find(|i| i.id == id).map(SessionEntry::into_info))
     }
 
     /// Destroy a session (`PUT /v1/session/destroy/<id>`), whoever owns it: every key it holds is
@@ -302,6 +367,16 @@ impl Client {
     ///
     /// # Cancel safety
     /// If the future is dropped after the request was sent, the session may or may not be destroyed.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let client = consul_lock::Client::from_env()?;
+    /// if let Some(h) = client.holder("deploy/web").await? {
+    ///     client.destroy_session(&h.session_id).await?; // break a stuck holder's lock
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn destroy_session(&self, id: &str) -> Result<()> {
         let path = session_path(id)?;
         self.session_destroy(&path).await
@@ -323,7 +398,7 @@ impl Client {
                     return Err(Error::decode(self.address(), "transaction failed without an error message"));
                 }
                 let what = errs.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
-                if what.to_ascii_lowercase().contains("permission denied") {
+                if classify(&what) == Said::PermissionDenied {
                     return Err(Error::PermissionDenied { address: self.address().to_owned(), message: what });
                 }
                 Ok(Txn::RolledBack(what))
@@ -334,61 +409,70 @@ impl Client {
 
     /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
     pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
-        match self.txn::<TxnKv>(body).await {
+        match self.txn::<KvEntry>(body).await {
             Ok(Txn::Committed(kvs)) => kvs
                 .first()
                 .map(|kv| kv.modify_index)
                 .filter(|i| *i > 0)
                 .map(|modify_index| LockAttempt::Acquired { modify_index })
                 .ok_or_else(|| Error::decode(self.address(), "lock transaction returned no ModifyIndex")),
-            Ok(Txn::RolledBack(what)) => {
-                let lower = what.to_ascii_lowercase();
-                if lower.contains("lock delay") {
-                    Ok(LockAttempt::LockDelay)
-                } else if lower.contains("invalid session") {
-                    Ok(LockAttempt::InvalidSession)
-                } else if lower.contains("already held") {
-                    Ok(LockAttempt::Held)
-                } else {
-                    Err(Error::Consul { address: self.address().to_owned(), status: 409, message: what })
-                }
-            }
-            // Consul 1.8 reports an unknown session as HTTP 500 on some paths; be liberal.
-            Err(e) if is_invalid_session(&e) => Ok(LockAttempt::InvalidSession),
-            Err(e) => Err(e),
+            Ok(Txn::RolledBack(what)) => match classify(&what) {
+                Said::LockDelay => Ok(LockAttempt::LockDelay),
+                Said::Held => Ok(LockAttempt::Held),
+                Said::InvalidSession => Ok(LockAttempt::InvalidSession { status: 409, message: what }),
+                _ => Err(self.rolled_back(what)),
+            },
+            Err(e) => match invalid_session(e) {
+                Ok((status, message)) => Ok(LockAttempt::InvalidSession { status, message }),
+                Err(e) => Err(e),
+            },
         }
+    }
+
+    /// Fair mode: hold our queue entry `entry` with `session` and list the queue under `queue`, in
+    /// one transaction.
+    pub(crate) async fn txn_enqueue(&self, entry: &str, session: &str, queue: &str) -> Result<Enqueued> {
+        let body = txn_body(&[TxnOp::kv("lock", entry, None, Some(session)), TxnOp::kv("get-tree", queue, None, None)]);
+        match self.txn::<KvEntry>(body).await {
+            Ok(Txn::Committed(entries)) => Ok(Enqueued::Listed(entries)),
+            Ok(Txn::RolledBack(what)) if classify(&what) == Said::InvalidSession => Ok(Enqueued::InvalidSession),
+            Ok(Txn::RolledBack(what)) => Err(self.rolled_back(what)),
+            Err(e) => invalid_session(e).map(|_| Enqueued::InvalidSession),
+        }
+    }
+
+    fn rolled_back(&self, what: String) -> Error {
+        Error::Consul { address: self.address().to_owned(), status: 409, message: what }
     }
 
     /// Owner-checked delete: `check-session` + `delete` in one transaction, so a holder whose
     /// session expired can never delete the next holder's key. `also_delete` (a fair-mode queue
     /// entry) is deleted in the same write; when the key is no longer ours it is deleted on its own.
     pub(crate) async fn txn_release(&self, key: &str, session: &str, also_delete: Option<&str>) -> Result<Released> {
-        let mut ops = vec![
-            TxnOp { kv: KvOp { verb: "check-session", key, value: None, session: Some(session) } },
-            TxnOp { kv: KvOp { verb: "delete", key, value: None, session: None } },
-        ];
+        let mut ops = vec![TxnOp::kv("check-session", key, None, Some(session)), TxnOp::kv("delete", key, None, None)];
         if let Some(extra) = also_delete {
-            ops.push(TxnOp { kv: KvOp { verb: "delete", key: extra, value: None, session: None } });
+            ops.push(TxnOp::kv("delete", extra, None, None));
         }
-        let body = serde_json::to_vec(&ops).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        match self.txn::<serde::de::IgnoredAny>(body).await? {
+        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
             Txn::Committed(_) => Ok(Released::Deleted),
-            Txn::RolledBack(what) if what.contains("failed session check") || what.contains("doesn't exist") => {
+            Txn::RolledBack(what) if classify(&what) == Said::NotOurs => {
                 if let Some(extra) = also_delete {
                     Box::pin(self.txn_release(extra, session, None)).await?;
                 }
                 Ok(Released::NotOurs)
             }
-            Txn::RolledBack(what) => {
-                Err(Error::Consul { address: self.address().to_owned(), status: 409, message: what })
-            }
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
         }
     }
 }
 
-/// Consul's "invalid session" (HTTP 500 outside transactions): the session no longer exists.
-pub(crate) fn is_invalid_session(e: &Error) -> bool {
-    matches!(e, Error::Consul { message, .. } if message.to_ascii_lowercase().contains("invalid session"))
+/// Consul 1.8 reports an unknown session as HTTP 500 on some paths: `Ok((status, message))` for
+/// that error, the error itself otherwise.
+fn invalid_session(e: Error) -> std::result::Result<(u16, String), Error> {
+    match e {
+        Error::Consul { status, message, .. } if classify(&message) == Said::InvalidSession => Ok((status, message)),
+        e => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::error::{Error, Result};
-use crate::holder::{Holder, KvEntry};
+use crate::error::{classify, Error, Result, Said};
 use crate::key;
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
@@ -454,54 +453,6 @@ impl Client {
         self.inner.metrics_key_label
     }
 
-    /// Who holds `key` now: `None` when it is free (missing, or present with no session).
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for an invalid key (before any request); transport and Consul
-    /// errors otherwise.
-    ///
-    /// # Cancel safety
-    /// A read: dropping the future changes nothing.
-    pub async fn holder(&self, key: &str) -> Result<Option<Holder>> {
-        key::validate(key)?;
-        let (_, entry) = self.kv_get(key, None).await?;
-        match entry {
-            None => Ok(None),
-            Some(e) => e.into_holder().map_err(|m| Error::decode(self.address(), m)),
-        }
-    }
-
-    /// `GET /v1/kv/<key>`, optionally as a blocking query. Returns `X-Consul-Index` (at least 1)
-    /// and the entry (None when the key is missing).
-    pub(crate) async fn kv_get(&self, key: &str, block: Option<(u64, Duration)>) -> Result<(u64, Option<KvEntry>)> {
-        let path = format!("kv/{}", key::encode_path(key));
-        let reply = self.get_maybe_blocking(&path, block).await?;
-        let index = reply.index.unwrap_or(1).max(1);
-        if reply.status == 404 {
-            return Ok((index, None));
-        }
-        let reply = self.check(reply)?;
-        let mut entries: Vec<KvEntry> = self.decode(&reply.body)?;
-        Ok((index, entries.pop()))
-    }
-
-    /// GET `path`; with `block = Some((index, wait))` a Consul blocking query.
-    pub(crate) async fn get_maybe_blocking(&self, path: &str, block: Option<(u64, Duration)>) -> Result<Reply> {
-        match block {
-            None => self.call(Method::GET, path, &[], None, self.request_timeout()).await,
-            Some((index, wait)) => {
-                // Never send wait=0 (it means Consul's 5-minute default); Consul may answer up to
-                // wait/16 late, so the request's own timeout leaves room for that.
-                let wait = wait.max(Duration::from_millis(1));
-                let ms = wait.as_millis().to_string();
-                let idx = index.to_string();
-                let wait_q = format!("{ms}ms");
-                let timeout = wait + wait / 16 + self.request_timeout();
-                self.call(Method::GET, path, &[("index", &idx), ("wait", &wait_q)], None, timeout).await
-            }
-        }
-    }
-
     /// Map a non-success answer to an error.
     pub(crate) fn check(&self, reply: Reply) -> Result<Reply> {
         match reply.status {
@@ -509,7 +460,7 @@ impl Client {
             403 => Err(Error::PermissionDenied { address: self.address().to_owned(), message: reply.text() }),
             status => {
                 let message = reply.text();
-                if message.to_ascii_lowercase().contains("permission denied") {
+                if classify(&message) == Said::PermissionDenied {
                     return Err(Error::PermissionDenied { address: self.address().to_owned(), message });
                 }
                 Err(Error::Consul { address: self.address().to_owned(), status, message })

@@ -70,6 +70,13 @@ pub enum Error {
     #[error(transparent)]
     Transport(Box<TransportError>),
 
+    /// The operation was stopped before it finished: the task that drives it was cancelled, or the
+    /// runtime it runs on (a tokio runtime shutting down, or the `blocking` API's
+    /// thread) is gone or could not start. Whatever it had taken is cleaned up in the background or
+    /// expires with its session's TTL.
+    #[error("stopped before it finished: {0}")]
+    Cancelled(String),
+
     /// Consul answered something this crate could not understand.
     #[error("unexpected answer from Consul at {address}: {message}")]
     Decode {
@@ -167,6 +174,11 @@ impl Error {
         matches!(self, Error::NotAcquired { .. })
     }
 
+    /// `true` for [`Error::Cancelled`]: the operation was stopped (runtime shut down, task cancelled).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled(_))
+    }
+
     /// `true` for [`Error::LockLost`].
     pub fn is_lost(&self) -> bool {
         matches!(self, Error::LockLost { .. })
@@ -185,12 +197,50 @@ impl Error {
     }
 }
 
+/// What one of Consul's error texts says, read in one place: HTTP bodies and `/v1/txn` error
+/// messages use the same words (Consul 1.8 and later, matched case-insensitively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Said {
+    /// "Permission denied" (a 403 body, or inside a transaction's 409).
+    PermissionDenied,
+    /// "invalid session": the session no longer exists.
+    InvalidSession,
+    /// The key is free but in its lock-delay.
+    LockDelay,
+    /// "already held": another session holds the key.
+    Held,
+    /// A `check-session` failed or the key does not exist: not ours.
+    NotOurs,
+    /// Another permanent refusal (`serfHealth` critical, unknown datacenter, bad TTL, unknown token).
+    Permanent,
+    /// Anything else (possibly transient).
+    Other,
+}
+
+/// Classify Consul's words. The only place in the crate that reads them.
+pub(crate) fn classify(message: &str) -> Said {
+    let m = message.to_ascii_lowercase();
+    let has = |p: &str| m.contains(p);
+    if has("permission denied") {
+        Said::PermissionDenied
+    } else if has("invalid session") {
+        Said::InvalidSession
+    } else if has("lock delay") {
+        Said::LockDelay
+    } else if has("already held") {
+        Said::Held
+    } else if has("failed session check") || has("doesn't exist") {
+        Said::NotOurs
+    } else if ["serfhealth", "no path to datacenter", "acl not found", "must be between"].iter().any(|p| has(p)) {
+        Said::Permanent
+    } else {
+        Said::Other
+    }
+}
+
 /// Consul 1.8 answers some permanent failures with HTTP 500; retrying them only burns the deadline.
 pub(crate) fn is_permanent_server_error(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    ["invalid session", "serfhealth", "no path to datacenter", "permission denied", "acl not found", "must be between"]
-        .iter()
-        .any(|p| m.contains(p))
+    matches!(classify(message), Said::PermissionDenied | Said::InvalidSession | Said::Permanent)
 }
 
 fn describe_holder(holder: Option<&Holder>) -> String {
@@ -245,4 +295,30 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consul_words_are_classified_once() {
+        let cases = [
+            ("Permission denied", Said::PermissionDenied),
+            ("rpc error: Permission Denied: token lacks key:write", Said::PermissionDenied),
+            ("invalid session \"adf4\"", Said::InvalidSession),
+            ("failed to lock key \"k\": lock delay", Said::LockDelay),
+            ("failed to lock key \"k\": lock is already held", Said::Held),
+            ("failed session check for key \"k\"", Said::NotOurs),
+            ("key \"k\" doesn't exist", Said::NotOurs),
+            ("Check 'serfHealth' is in critical state", Said::Permanent),
+            ("rpc error making call: No cluster leader", Said::Other),
+        ];
+        for (text, said) in cases {
+            assert_eq!(classify(text), said, "{text}");
+        }
+        assert!(is_permanent_server_error("invalid session"));
+        assert!(!is_permanent_server_error("No cluster leader"));
+        assert!(!is_permanent_server_error("lock is already held"));
+    }
 }

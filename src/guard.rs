@@ -50,9 +50,23 @@ impl LockGuard {
     /// (watched with a blocking query, started the first time this is awaited), `max_hold` ran out,
     /// or the lease deadline passed without a successful renewal. Once lost, always lost.
     ///
+    /// Infallible: loss is a state, not an error.
+    ///
     /// # Cancel safety
     /// Cancel safe: dropping the future changes nothing (the watch, once started, lives as long as
     /// the guard).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let guard = consul_lock::EphemeralLock::new("rotate/key").hold().await?;
+    /// tokio::select! {
+    ///     _ = guard.lost() => eprintln!("lock lost: stop writing"),
+    ///     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+    /// }
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lost(&self) {
         self.hold.wait_lost().await
     }
@@ -64,15 +78,26 @@ impl LockGuard {
     /// # Errors
     /// Transport or Consul errors after retrying for the client's request timeout. The session is
     /// still destroyed in the background, so the key is freed at the latest when its TTL runs out.
+    /// [`Error::Cancelled`](crate::Error::Cancelled) if the runtime shuts down before the release
+    /// finished (the key then stays held until the session's TTL runs out).
+    ///
+    /// # Panics
+    /// Only by resuming a panic of the release task itself (a bug), never for Consul's answers.
     ///
     /// # Cancel safety
     /// If the future is dropped, the release continues in the background.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let guard = consul_lock::EphemeralLock::new("my/key").hold().await?;
+    /// // … critical section …
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn release(self) -> Result<()> {
         let hold = self.hold.clone();
         // Run in a task that owns the outcome: dropping this future cannot stop a release half-way.
-        match tokio::spawn(async move { hold.release().await }).await {
-            Ok(r) => r,
-            Err(_) => Ok(()), // the runtime is shutting down; Drop of the hold does the rest
-        }
+        crate::task::join(tokio::spawn(async move { hold.release().await }), "releasing the lock").await?
     }
 }

@@ -1,5 +1,6 @@
 //! The state of one held lock: its fencing token, how it is known lost, and how it is released —
-//! explicitly, on drop (in the background), or as cleanup once lost.
+//! explicitly, on drop (in the background), or as cleanup once lost. Also the crate's one
+//! owner-checked delete with retries ([`delete_if_ours`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -11,10 +12,20 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::api::Released;
+use crate::client::Client;
 use crate::error::Result;
 use crate::metrics::{self, Loss};
-use crate::retry::{self, Backoff};
-use crate::session::{lock, Claim, SessionCore};
+use crate::mutex::lock;
+use crate::retry;
+use crate::session::{Claim, SessionCore};
+use crate::watch::Watch;
+
+/// Delete `key` (and `also`, a fair-mode queue entry) only if `session` holds it, retried for one
+/// request timeout. Never touches a key another session holds.
+pub(crate) async fn delete_if_ours(client: &Client, key: &str, session: &str, also: Option<&str>) -> Result<Released> {
+    let deadline = Instant::now() + client.request_timeout();
+    retry::until(deadline, || client.txn_release(key, session, also)).await
+}
 
 pub(crate) struct Hold {
     pub(crate) key: String,
@@ -54,7 +65,7 @@ impl Hold {
         claim: Option<Claim>,
         max_hold: Option<Duration>,
     ) -> Arc<Hold> {
-        let metrics = metrics::HeldLock::start(&session.client, &key, &session.metrics);
+        let metrics = metrics::HeldLock::start(session.client.metrics_key_label(), &key, &session.metrics);
         let hold = Arc::new(Hold {
             key,
             session,
@@ -82,7 +93,7 @@ impl Hold {
         hold
     }
 
-    /// Fair mode: the queue entry this hold owns (see [`crate::queue`]).
+    /// Fair mode: the queue entry this hold owns, deleted with the key at release.
     pub(crate) fn set_queue_entry(&self, entry: Option<String>) {
         *lock(&self.queue_entry) = entry;
     }
@@ -133,8 +144,9 @@ impl Hold {
         let own = self.own_session;
         let entry = lock(&self.queue_entry).clone();
         self.runtime.spawn(async move {
-            let deadline = Instant::now() + session.client.request_timeout();
-            let _ = retry::until(deadline, || session.client.txn_release(&key, &session.id, entry.as_deref())).await;
+            if let Err(e) = delete_if_ours(&session.client, &key, &session.id, entry.as_deref()).await {
+                tracing::warn!(%key, error = %e, "cleanup of a lost lock failed; its session expires by its TTL");
+            }
             if own {
                 session.close();
             }
@@ -195,18 +207,17 @@ impl ReleaseJob {
     #[tracing::instrument(level = "debug", skip_all, fields(key = %self.key, session = %self.session.id))]
     async fn run(self) -> Result<()> {
         let s = &self.session;
-        let deadline = Instant::now() + s.client.request_timeout();
         let result = if self.lost {
             // Cleanup was started when the loss was seen; never touch a key that may be someone else's.
             Ok(())
         } else if self.own_session && s.lock_delay.is_zero() {
             // Behavior "delete": destroying our own session deletes exactly the keys it holds, in one
             // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.
-            s.destroy_now(deadline).await
+            s.destroy_now(Instant::now() + s.client.request_timeout()).await
         } else {
             // In fair mode our queue entry goes in the same write.
             let entry = self.queue_entry.as_deref();
-            match retry::until(deadline, || s.client.txn_release(&self.key, &s.id, entry)).await {
+            match delete_if_ours(&s.client, &self.key, &s.id, entry).await {
                 Ok(Released::Deleted) => Ok(()),
                 Ok(Released::NotOurs) => {
                     tracing::warn!("the key was no longer ours at release: the lock had been lost");
@@ -226,31 +237,16 @@ impl ReleaseJob {
 /// Watch the key of a lock with its own session: lost when the key is deleted or another session
 /// holds it (the session being destroyed deletes the key, so this sees that too).
 async fn watch_key(weak: Weak<Hold>) {
-    let mut index = match weak.upgrade() {
-        Some(h) => h.token,
+    let (mut watch, sid) = match weak.upgrade() {
+        Some(h) => (Watch::key(&h.session.client, &h.key).after(h.token), h.session.id.clone()),
         None => return,
     };
-    let mut backoff = Backoff::requests();
     loop {
-        let (client, key, sid) = match weak.upgrade() {
-            Some(h) => (h.session.client.clone(), h.key.clone(), h.session.id.clone()),
-            None => return,
-        };
-        let result = client.kv_get(&key, Some((index, Duration::from_secs(300)))).await;
+        let entry = watch.follow().await;
         let Some(hold) = weak.upgrade() else { return };
-        match result {
-            Ok((idx, entry)) => {
-                if entry.as_ref().and_then(|e| e.holder_session()) != Some(sid.as_str()) {
-                    hold.mark_lost(Loss::Watch, "the key was deleted or is held by another session");
-                    return;
-                }
-                let unchanged = idx == index;
-                index = if idx < index { 0 } else { idx };
-                if unchanged {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+        if entry.as_ref().and_then(|e| e.holder_session()) != Some(sid.as_str()) {
+            hold.mark_lost(Loss::Watch, "the key was deleted or is held by another session");
+            return;
         }
     }
 }

@@ -63,9 +63,11 @@ impl HolderInfo {
 }
 
 /// A KV entry as Consul's API returns it (`GET /v1/kv/<key>`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct KvEntry {
+    #[serde(default)]
+    pub key: String,
     #[serde(default)]
     pub create_index: u64,
     #[serde(default)]

@@ -13,7 +13,8 @@ pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// base64-encoded inside the JSON request, must fit this: about 383 KiB of raw value.
 pub const MAX_TXN_BODY_BYTES: usize = 512 * 1024;
 
-/// Check a key against the rules of DESIGN.md §9.
+/// Check a key against the rules (README: "Keys and values"): non-empty, no leading `/`, no control
+/// characters, no `.`, `..` or empty segments.
 pub(crate) fn validate(key: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::InvalidConfig(format!("invalid lock key {key:?}: {why}")));
     if key.is_empty() {

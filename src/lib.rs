@@ -47,11 +47,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Features
-//! - `cli` (default): the `consul-lock` command-line tool.
+//! # Cargo features
+//! - `cli` (default): the `consul-lock` command-line tool (clap, tracing-subscriber, libc). Library
+//!   users can drop it with `default-features = false`.
 //! - `metrics`: lock-level metrics through the [`metrics`](https://docs.rs/metrics) facade (acquire
 //!   waits, hold times, held/waiting gauges, losses by reason, requests); the README lists them.
-//! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev` for tests.
+//! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev`
+//!   for your own tests (module `testing`, present only with the feature).
 //!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
@@ -60,6 +62,16 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+// Layers, each importing only from the ones above it:
+//   error, key, mutex, retry, task, holder  — leaves
+//   client                                  — configuration and the one request choke point
+//   api                                     — the Consul endpoints, each answer classified
+//   watch                                   — the one blocking-query loop
+//   session, shared                         — Consul sessions; the public shared `Session`
+//   hold, queue, acquire                    — a held lock, the fair queue, the acquire procedure
+//   lock, guard                             — the public `EphemeralLock` and `LockGuard`
+//   blocking, testing                       — the blocking mirror; test support
+mod acquire;
 mod api;
 pub mod blocking;
 mod client;
@@ -70,12 +82,16 @@ mod holder;
 mod key;
 mod lock;
 mod metrics;
+mod mutex;
 mod queue;
 mod retry;
 mod session;
+mod shared;
+mod task;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+mod watch;
 
 pub use api::SessionInfo;
 pub use client::{Client, ClientBuilder};
@@ -83,7 +99,6 @@ pub use error::{Error, Result, TransportError};
 pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
 pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
-pub use lock::{
-    EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL,
-};
-pub use session::Session;
+pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use session::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
+pub use shared::Session;

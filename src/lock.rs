@@ -1,45 +1,24 @@
-//! `EphemeralLock`: the builder, its validation, and the acquire procedure
-//! (session → `lock` transaction → blocking-query wait → retry), run in a task that owns every
-//! request's outcome so that a dropped future never leaves anything behind.
+//! `EphemeralLock`: the builder, its validation, and the public methods. The acquire procedure
+//! itself is in `acquire`; a held lock is a `Hold` behind a [`LockGuard`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-
-use crate::api::{self, LockAttempt, SessionSpec};
+use crate::acquire::{self, Plan};
+use crate::api::{self, SessionSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::hold::Hold;
-use crate::holder::{HolderInfo, KvEntry};
+use crate::holder::HolderInfo;
 use crate::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
-use crate::metrics::{self, Loss};
-use crate::queue;
-use crate::retry::{self, Backoff};
-use crate::session::SessionCore;
+use crate::session::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
+use crate::shared::Session;
 
 /// Default time `hold`/`acquire` wait for a held key: 500 ms.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default session TTL: 15 s.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
-/// Default lock-delay: 15 s, Consul's own default.
-pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
-/// Shortest session TTL Consul accepts.
-pub const MIN_TTL: Duration = Duration::from_secs(10);
-/// Longest session TTL Consul accepts.
-pub const MAX_TTL: Duration = Duration::from_secs(86_400);
-/// Longest lock-delay Consul honours (it silently clamps larger values; we reject them).
-pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 
-/// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
-const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
-/// Longest single blocking query while waiting (as Go's client). A cancelled wait cannot stop the
-/// agent's side of its query, which keeps one of the agent's connections per client IP (200 by
-/// default) busy until the wait ends: short waits bound that. (The fair queue's waits too.)
-pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(15);
 /// A stand-in session ID of the real length, to size the lock transaction before we have one.
 const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -86,18 +65,6 @@ pub struct EphemeralLock {
     fair: bool,
 }
 
-/// Everything an acquire needs, validated.
-struct Plan {
-    client: Client,
-    key: String,
-    value: Option<Vec<u8>>,
-    spec: SessionSpec,
-    acquire_timeout: Duration,
-    max_hold: Option<Duration>,
-    shared: Option<Arc<SessionCore>>,
-    fair: bool,
-}
-
 impl EphemeralLock {
     /// A lock on `key` with the defaults: client from the environment, TTL 15 s, acquire timeout
     /// 500 ms, lock-delay 15 s, no `max_hold`, holder-info JSON as value. Never fails: invalid
@@ -120,7 +87,7 @@ impl EphemeralLock {
         }
     }
 
-    pub(crate) fn bound(key: String, session: Arc<SessionCore>) -> Self {
+    fn bound(key: String, session: Arc<SessionCore>) -> Self {
         let mut lock = Self::new(key).client(session.client.clone());
         lock.shared = Some(session);
         lock
@@ -215,8 +182,30 @@ impl EphemeralLock {
         self.held.as_ref().filter(|h| h.is_held()).map(|h| h.token)
     }
 
+    /// The hold behind this value, if any (for the blocking mirror).
+    pub(crate) fn current_hold(&self) -> Option<Arc<Hold>> {
+        self.held.clone()
+    }
+
     /// Resolves when the lock held by this value is known lost (see [`LockGuard::lost`]);
-    /// at once when it holds nothing.
+    /// at once when it holds nothing. Infallible: loss is a state, not an error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future changes nothing.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
+    /// if lock.acquire(false).await? {
+    ///     tokio::select! {
+    ///         _ = lock.lost() => eprintln!("lost the lock: stop"),
+    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    ///     }
+    ///     lock.release().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lost(&self) {
         if let Some(h) = &self.held {
             h.wait_lost().await
@@ -249,9 +238,10 @@ impl EphemeralLock {
             return Err(Error::AlreadyHeld);
         }
         let plan = self.plan()?;
-        match run_acquire(plan, true).await? {
+        match acquire::run(plan, true).await? {
             Some(hold) => Ok(LockGuard { hold }),
-            None => unreachable_not_acquired(&self.key),
+            // fail_hard = true never returns Ok(None); keep a typed error rather than a panic.
+            None => Err(Error::NotAcquired { key: self.key.clone(), waited: Duration::ZERO, holder: None }),
         }
     }
 
@@ -265,6 +255,20 @@ impl EphemeralLock {
     ///
     /// # Cancel safety
     /// As [`hold`](Self::hold): dropping the future leaves nothing behind.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// use std::time::Duration;
+    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42").acquire_timeout(Duration::ZERO);
+    /// if lock.acquire(false).await? {
+    ///     // … only one process in the fleet gets here at a time …
+    ///     lock.release().await?;
+    /// } else {
+    ///     eprintln!("someone else is doing job 42");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
         if self.held.as_ref().is_some_and(|h| h.is_held()) {
             return Err(Error::AlreadyHeld);
@@ -274,7 +278,7 @@ impl EphemeralLock {
             old.release().await?;
         }
         let plan = self.plan()?;
-        match run_acquire(plan, fail_hard).await? {
+        match acquire::run(plan, fail_hard).await? {
             Some(hold) => {
                 self.held = Some(hold);
                 Ok(true)
@@ -291,6 +295,16 @@ impl EphemeralLock {
     ///
     /// # Cancel safety
     /// If the future is dropped the release completes in the background.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
+    /// lock.acquire(true).await?;
+    /// lock.release().await?;
+    /// lock.release().await?; // not held any more: a no-op
+    /// # Ok(()) }
+    /// ```
     pub async fn release(&mut self) -> Result<()> {
         match self.held.take() {
             Some(hold) => LockGuard { hold }.release().await,
@@ -306,6 +320,18 @@ impl EphemeralLock {
     ///
     /// # Cancel safety
     /// Dropping the returned future drops `fut` and releases the lock in the background.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn rotate() {}
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// match consul_lock::EphemeralLock::new("rotate/key").run(rotate()).await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.is_lost() => eprintln!("lost the lock mid-rotation; the rotation was stopped"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn run<F: Future>(self, fut: F) -> Result<F::Output> {
         let key = self.key.clone();
         let guard = self.hold().await?;
@@ -334,18 +360,20 @@ impl EphemeralLock {
                 "`{setting}` belongs to the shared Session this lock is bound to; set it on the Session"
             )));
         }
-        validate_ttl(self.ttl)?;
-        validate_lock_delay(self.lock_delay)?;
         if self.max_hold.is_some_and(|d| d.is_zero()) {
             return Err(Error::InvalidConfig("max_hold must be greater than zero".into()));
         }
         let session_name = self.session_name.clone().unwrap_or_else(|| format!("consul-lock: {}", self.key));
-        if session_name.len() > 1024 || session_name.chars().any(char::is_control) {
-            return Err(Error::InvalidConfig("session_name: at most 1024 bytes, no control characters".into()));
-        }
+        let spec = SessionSpec {
+            name: session_name,
+            ttl: self.ttl,
+            lock_delay: self.lock_delay,
+            node_checks: self.node_checks,
+        };
+        session::validate_spec(&spec)?;
         let value_len = match &self.value {
             Some(v) => v.len(),
-            None => HolderInfo::current(Some(&session_name)).to_json().len(),
+            None => HolderInfo::current(Some(&spec.name)).to_json().len(),
         };
         if value_len > MAX_VALUE_BYTES {
             return Err(Error::InvalidConfig(format!(
@@ -371,12 +399,7 @@ impl EphemeralLock {
             client,
             key: self.key.clone(),
             value: self.value.clone(),
-            spec: SessionSpec {
-                name: session_name,
-                ttl: self.ttl,
-                lock_delay: self.lock_delay,
-                node_checks: self.node_checks,
-            },
+            spec,
             acquire_timeout: self.acquire_timeout,
             max_hold: self.max_hold,
             shared: self.shared.clone(),
@@ -385,285 +408,25 @@ impl EphemeralLock {
     }
 }
 
-fn unreachable_not_acquired(key: &str) -> Result<LockGuard> {
-    // run_acquire(fail_hard = true) never returns Ok(None); keep a typed error rather than a panic.
-    Err(Error::NotAcquired { key: key.to_owned(), waited: Duration::ZERO, holder: None })
-}
-
-pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
-    if ttl < MIN_TTL || ttl > MAX_TTL {
-        return Err(Error::InvalidConfig(format!("ttl {ttl:?} is out of range: Consul accepts 10 s ..= 86400 s")));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_lock_delay(d: Duration) -> Result<()> {
-    if d > MAX_LOCK_DELAY {
-        return Err(Error::InvalidConfig(format!(
-            "lock_delay {d:?} is out of range: 0 ..= 60 s (Consul silently clamps larger values)"
-        )));
-    }
-    Ok(())
-}
-
-/// Run the acquire procedure in its own task. `Ok(None)`: not acquired and `!fail_hard`.
-async fn run_acquire(plan: Plan, fail_hard: bool) -> Result<Option<Arc<Hold>>> {
-    let wait = metrics::AcquireWait::start(&plan.client, &plan.key);
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut tx = tx;
-        let result = acquire_task(plan, fail_hard, &mut tx).await;
-        // If the caller is gone, the value comes back here and its drop releases the lock.
-        let _ = tx.send(result);
-    });
-    let result = rx.await.unwrap_or_else(|_| {
-        Err(Error::InvalidConfig("the acquire task was stopped: is the tokio runtime shutting down?".into()))
-    });
-    wait.finish(&result);
-    result
-}
-
-/// What the waiter last saw, for the error at the deadline.
-enum Seen {
-    Nothing,
-    Holder(KvEntry),
-}
-
-/// Wait for `fut` unless the caller went away. `None`: cancelled.
-async fn unless_cancelled<F: Future>(tx: &mut oneshot::Sender<Result<Option<Arc<Hold>>>>, fut: F) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        _ = tx.closed() => None,
-        out = fut => Some(out),
-    }
-}
-
-type Reply = Result<Option<Arc<Hold>>>;
-
-#[tracing::instrument(level = "debug", skip_all, fields(key = %plan.key))]
-async fn acquire_task(plan: Plan, fail_hard: bool, tx: &mut oneshot::Sender<Reply>) -> Reply {
-    let client = &plan.client;
-    let start = Instant::now();
-    // `None`: wait forever.
-    let deadline = start.checked_add(plan.acquire_timeout);
-    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-    // Writes get at least one attempt even with a zero timeout.
-    let retry_until = |d: Option<Instant>| d.unwrap_or_else(far).max(Instant::now());
-    let cancelled = || Err(Error::InvalidConfig("acquire cancelled".into()));
-    let not_acquired = |seen: Seen| -> Reply {
-        if !fail_hard {
-            return Ok(None);
-        }
-        let holder = match seen {
-            Seen::Holder(e) => e.into_holder().ok().flatten().map(Box::new),
-            Seen::Nothing => None,
-        };
-        Err(Error::NotAcquired { key: plan.key.clone(), waited: start.elapsed(), holder })
-    };
-
-    let claim = match &plan.shared {
-        None => None,
-        Some(s) => match unless_cancelled(tx, s.claim(&plan.key, deadline)).await {
-            None => return cancelled(),
-            Some(Some(c)) => Some(c),
-            Some(None) => {
-                let seen = holder_entry(client, &plan.key, fail_hard).await;
-                return not_acquired(seen);
-            }
-        },
-    };
-
-    let mut session: Option<Arc<SessionCore>> = plan.shared.clone();
-    let mut delay_backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
-    // Lock attempts on the current session, and how many sessions in a row were refused as invalid at
-    // their very first attempt (a permanent server problem, not an expiry during a wait).
-    let mut attempts_on_session = 0u32;
-    let mut fresh_invalid = 0u32;
-    let mut seen = Seen::Nothing;
-    // Fair mode: our place in the key's queue (deleted in the background if we give up).
-    let mut place: Option<queue::Place> = None;
-    loop {
-        // 1. A live session (created here, renewed from now on, while we wait too).
-        let s = match &session {
-            Some(s) if !s.is_lost() => s.clone(),
-            Some(_) if plan.shared.is_some() => return Err(Error::LockLost { key: plan.key.clone() }),
-            _ => {
-                let created = SessionCore::create(client, &plan.spec, retry_until(deadline)).await?;
-                session = Some(created.clone());
-                attempts_on_session = 0;
-                if tx.is_closed() {
-                    return cancelled(); // dropping `created` destroys it
-                }
-                created
-            }
-        };
-
-        // 1b. Fair mode: queue, and wait until nobody is ahead of us. A refused queue entry means our
-        // session is invalid: handled below exactly like a refused lock attempt.
-        let mut refused = false;
-        if plan.fair {
-            if place.as_ref().is_none_or(|p| p.sid() != s.id) {
-                match queue::Place::enqueue(client, &plan.key, &s.id, retry_until(deadline)).await? {
-                    Some(p) => place = Some(p),
-                    None => refused = true,
-                }
-            }
-            if let (false, Some(p)) = (refused, place.as_mut()) {
-                match unless_cancelled(tx, p.wait_turn(deadline)).await {
-                    None => return cancelled(),
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(None)) => return not_acquired(holder_entry(client, &plan.key, fail_hard).await),
-                    Some(Ok(Some(false))) => {
-                        place = None; // our entry is gone: enqueue again
-                        continue;
-                    }
-                    Some(Ok(Some(true))) => {}
-                }
-            }
-        }
-
-        // 2. One lock attempt: a `lock` transaction returns the fencing token with the write.
-        let attempt = if refused {
-            LockAttempt::InvalidSession
-        } else {
-            let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
-            let body = api::lock_txn_body(&plan.key, &value, &s.id);
-            retry::until(retry_until(deadline), || client.txn_lock(body.clone())).await?
-        };
-        attempts_on_session += 1;
-        match attempt {
-            LockAttempt::Acquired { modify_index } => {
-                tracing::debug!(session = %s.id, token = modify_index, "acquired");
-                let own = plan.shared.is_none();
-                let hold = Hold::new(plan.key.clone(), s, own, modify_index, claim, plan.max_hold);
-                hold.set_queue_entry(place.take().map(queue::Place::disarm));
-                return Ok(Some(hold));
-            }
-            LockAttempt::InvalidSession => {
-                s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
-                if plan.shared.is_some() {
-                    return Err(Error::LockLost { key: plan.key.clone() });
-                }
-                fresh_invalid = if attempts_on_session == 1 { fresh_invalid + 1 } else { 0 };
-                if fresh_invalid >= MAX_FRESH_INVALID_SESSIONS || past(deadline) {
-                    // Never held, so not "lost": Consul keeps refusing our sessions.
-                    return Err(Error::Consul {
-                        address: client.address().to_owned(),
-                        status: 500,
-                        message: format!(
-                            "invalid session: Consul invalidated our session before the lock could be taken \
-                             ({fresh_invalid} new sessions refused in a row)"
-                        ),
-                    });
-                }
-                // Pace the re-creation (never past the deadline).
-                let pause = time_left(deadline).map_or(Duration::ZERO, |left| delay_backoff.next_delay().min(left));
-                if unless_cancelled(tx, tokio::time::sleep(pause)).await.is_none() {
-                    return cancelled();
-                }
-                continue;
-            }
-            LockAttempt::LockDelay => {
-                // Free but in its lock-delay: retry soon (jittered), never past the deadline.
-                let Some(pause) = time_left(deadline).map(|left| delay_backoff.next_delay().min(left)) else {
-                    return not_acquired(holder_entry(client, &plan.key, fail_hard).await);
-                };
-                if unless_cancelled(tx, tokio::time::sleep(pause)).await.is_none() {
-                    return cancelled();
-                }
-                continue;
-            }
-            // Held. In fair mode too (nobody queued ahead of us, yet held by a holder outside the
-            // queue, or by one queued ahead of a predecessor that left): wait on the key below,
-            // then back to the queue at the top.
-            LockAttempt::Held => {}
-        }
-        if tx.is_closed() {
-            return cancelled();
-        }
-
-        // 3. Held by someone else: wait for a change with blocking queries, not polling.
-        let mut index = 0u64;
-        let mut read_backoff = Backoff::requests();
-        loop {
-            let Some(left) = time_left(deadline) else {
-                return match seen {
-                    Seen::Nothing => not_acquired(holder_entry(client, &plan.key, fail_hard).await),
-                    seen => not_acquired(seen),
-                };
-            };
-            let block = (index > 0).then(|| (index, left.min(MAX_BLOCK)));
-            let read = client.kv_get(&plan.key, block);
-            let read = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, read).await.ok(),
-                    None => Some(read.await),
-                }
-            };
-            let result = match unless_cancelled(tx, read).await {
-                None => return cancelled(),
-                Some(None) => continue, // deadline reached mid-query: decided at the top
-                Some(Some(r)) => r,
-            };
-            let (idx, entry) = match result {
-                Ok(r) => r,
-                Err(e) if e.is_retryable() => {
-                    let pause = read_backoff.next_delay();
-                    match time_left(deadline) {
-                        Some(left) if left > pause => {
-                            if unless_cancelled(tx, tokio::time::sleep(pause)).await.is_none() {
-                                return cancelled();
-                            }
-                            continue;
-                        }
-                        // No answer from Consul by the deadline: that is an error, not "held".
-                        _ => return Err(e),
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            let unchanged = idx == index;
-            // Reset the index if it goes backwards (Consul restarted or snapshot restored).
-            index = if idx < index { 0 } else { idx };
-            match entry {
-                Some(e) if e.holder_session().is_some_and(|h| h != s.id) => {
-                    seen = Seen::Holder(e);
-                    if unchanged && block.is_some() {
-                        // The query returned without a change (wait elapsed, or churn): pace it.
-                        let pause = Duration::from_millis(20);
-                        if unless_cancelled(tx, tokio::time::sleep(pause)).await.is_none() {
-                            return cancelled();
-                        }
-                    }
-                }
-                _ => break, // free (or ours): try again
-            }
-            if s.is_lost() && plan.shared.is_none() {
-                break; // our waiting session died: make a new one
-            }
-        }
-    }
-}
-
-fn past(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
-}
-
-/// Time left before the deadline; `None` when it has passed (less than 1 ms left).
-fn time_left(deadline: Option<Instant>) -> Option<Duration> {
-    match deadline {
-        None => Some(MAX_BLOCK),
-        Some(d) => Some(d.saturating_duration_since(Instant::now())).filter(|l| *l >= Duration::from_millis(1)),
-    }
-}
-
-/// Who holds the key, for the NotAcquired error (only worth a request when the error is returned).
-async fn holder_entry(client: &Client, key: &str, fail_hard: bool) -> Seen {
-    if !fail_hard {
-        return Seen::Nothing;
-    }
-    match client.kv_get(key, None).await {
-        Ok((_, Some(e))) => Seen::Holder(e),
-        _ => Seen::Nothing,
+impl Session {
+    /// A lock on `key` bound to this session: the same builder and methods as
+    /// [`EphemeralLock::new`], at two Consul writes per cycle (acquire, owner-checked delete).
+    ///
+    /// The session's settings are the session's: on a bound lock, `ttl`, `lock_delay`,
+    /// `session_name` and `node_health_checks` are rejected with [`Error::InvalidConfig`] by the
+    /// first call, before any request. (One type rather than two keeps code that takes locks
+    /// generic over where their session comes from, and keeps `Session::lock` returning the
+    /// `EphemeralLock` that the rest of the API — `run`, `acquire`, the blocking mirror — expects.)
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(session: consul_lock::Session) -> consul_lock::Result<()> {
+    /// use std::time::Duration;
+    /// let guard = session.lock("jobs/7").acquire_timeout(Duration::from_secs(2)).hold().await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lock(&self, key: impl Into<String>) -> EphemeralLock {
+        EphemeralLock::bound(key.into(), self.core.clone())
     }
 }

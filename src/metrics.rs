@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[cfg(feature = "metrics")]
 use tokio::time::Instant;
 
-use crate::client::Client;
 use crate::error::Result;
 
 /// Acquire wait by outcome (histogram, seconds).
@@ -74,16 +73,16 @@ pub(crate) struct AcquireWait {
 }
 
 impl AcquireWait {
-    pub(crate) fn start(client: &Client, key: &str) -> AcquireWait {
+    pub(crate) fn start(label_key: bool, key: &str) -> AcquireWait {
         #[cfg(feature = "metrics")]
         {
             describe();
             metrics::gauge!(WAITING).increment(1.0);
-            AcquireWait { start: Instant::now(), key: key_label(client, key), outcome: "cancelled" }
+            AcquireWait { start: Instant::now(), key: key_label(label_key, key), outcome: "cancelled" }
         }
         #[cfg(not(feature = "metrics"))]
         {
-            let _ = (client, key);
+            let _ = (label_key, key);
             AcquireWait {}
         }
     }
@@ -156,17 +155,17 @@ pub(crate) struct HeldLock {
 }
 
 impl HeldLock {
-    pub(crate) fn start(client: &Client, key: &str, session: &SessionLocks) -> HeldLock {
+    pub(crate) fn start(label_key: bool, key: &str, session: &SessionLocks) -> HeldLock {
         #[cfg(feature = "metrics")]
         {
             describe();
             session.held.fetch_add(1, Ordering::SeqCst);
             metrics::gauge!(HELD).increment(1.0);
-            HeldLock { start: Instant::now(), key: key_label(client, key), active: AtomicBool::new(true) }
+            HeldLock { start: Instant::now(), key: key_label(label_key, key), active: AtomicBool::new(true) }
         }
         #[cfg(not(feature = "metrics"))]
         {
-            let _ = (client, key, session);
+            let _ = (label_key, key, session);
             HeldLock {}
         }
     }
@@ -250,8 +249,8 @@ fn endpoint(path: &str) -> &'static str {
 }
 
 #[cfg(feature = "metrics")]
-fn key_label(client: &Client, key: &str) -> Option<String> {
-    client.metrics_key_label().then(|| key.to_owned())
+fn key_label(label_key: bool, key: &str) -> Option<String> {
+    label_key.then(|| key.to_owned())
 }
 
 /// Units and descriptions, registered once with whatever recorder is installed.

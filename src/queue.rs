@@ -10,19 +10,15 @@
 //! keys (`jobs/1/…`, `jobs/10`) can hold megabytes. A waiter with nobody ahead of it that finds the key
 //! held (by a holder outside the queue) waits on the key itself, like a plain waiter.
 
-use std::time::Duration;
-
-use reqwest::Method;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::time::Instant;
 
-use crate::api::{is_invalid_session, Txn};
+use crate::api::Enqueued;
 use crate::client::Client;
-use crate::error::{Error, Result};
-use crate::key;
-use crate::lock::MAX_BLOCK;
-use crate::retry::{self, Backoff};
+use crate::error::Result;
+use crate::hold::delete_if_ours;
+use crate::holder::KvEntry;
+use crate::retry;
+use crate::watch::Watch;
 
 const SEGMENT: &str = ".consul-lock-queue/";
 
@@ -33,18 +29,6 @@ pub(crate) fn prefix(key: &str) -> String {
     } else {
         format!("{key}/{SEGMENT}")
     }
-}
-
-#[derive(Deserialize, Debug, Clone)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct Entry {
-    key: String,
-    #[serde(default)]
-    create_index: u64,
-    #[serde(default)]
-    modify_index: u64,
-    #[serde(default)]
-    session: Option<String>,
 }
 
 /// What to do before the next lock attempt.
@@ -63,10 +47,10 @@ pub(crate) enum Turn {
 }
 
 /// Decide from a listing of the queue of `lock_key` who we wait for.
-pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[Entry]) -> Turn {
+pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[KvEntry]) -> Turn {
     let prefix = prefix(lock_key);
     let mine = format!("{prefix}{sid}");
-    let held = |e: &Entry| e.session.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let held = |e: &KvEntry| e.holder_session().map(str::to_owned);
     let Some(me) = entries.iter().find(|e| e.key == mine && held(e).as_deref() == Some(sid)) else {
         return Turn::Missing;
     };
@@ -90,7 +74,7 @@ pub(crate) struct Place {
     lock_key: String,
     sid: String,
     /// Listing from the enqueue transaction, used once instead of a fresh read.
-    fresh: Option<Vec<Entry>>,
+    fresh: Option<Vec<KvEntry>>,
     armed: bool,
 }
 
@@ -111,95 +95,44 @@ impl Place {
         sid: &str,
         deadline: Instant,
     ) -> Result<Option<Place>> {
-        let queue = prefix(lock_key);
-        let mine = format!("{queue}{sid}");
-        let body = json!([
-            {"KV": {"Verb": "lock", "Key": mine, "Session": sid}},
-            {"KV": {"Verb": "get-tree", "Key": queue}},
-        ])
-        .to_string()
-        .into_bytes();
-        let entries = retry::until(deadline, || async {
-            match client.txn::<Entry>(body.clone()).await {
-                Ok(Txn::Committed(entries)) => Ok(Some(entries)),
-                Ok(Txn::RolledBack(what)) if what.to_ascii_lowercase().contains("invalid session") => Ok(None),
-                Ok(Txn::RolledBack(what)) => {
-                    Err(Error::Consul { address: client.address().to_owned(), status: 409, message: what })
-                }
-                Err(e) if is_invalid_session(&e) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-        Ok(entries.map(|entries| Place {
-            client: client.clone(),
-            lock_key: lock_key.to_owned(),
-            sid: sid.to_owned(),
-            fresh: Some(entries),
-            armed: true,
-        }))
+        let (queue, mine) = (prefix(lock_key), format!("{}{sid}", prefix(lock_key)));
+        match retry::until(deadline, || client.txn_enqueue(&mine, sid, &queue)).await? {
+            Enqueued::InvalidSession => Ok(None),
+            Enqueued::Listed(entries) => Ok(Some(Place {
+                client: client.clone(),
+                lock_key: lock_key.to_owned(),
+                sid: sid.to_owned(),
+                fresh: Some(entries),
+                armed: true,
+            })),
+        }
     }
 
-    /// The queue now (the enqueue's own listing the first time); retried like every read, never
-    /// past the deadline.
-    async fn listing(&mut self, deadline: Option<Instant>) -> Result<Vec<Entry>> {
+    /// The queue now (the enqueue's own listing the first time); `None` when the deadline passed.
+    async fn listing(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<KvEntry>>> {
         if let Some(e) = self.fresh.take() {
-            return Ok(e);
+            return Ok(Some(e));
         }
-        let (client, path) = (&self.client, format!("kv/{}", key::encode_path(&prefix(&self.lock_key))));
-        let until = deadline.unwrap_or_else(|| Instant::now() + client.request_timeout());
-        retry::until(until, || async {
-            let reply = client.call(Method::GET, &path, &[("recurse", "")], None, client.request_timeout()).await?;
-            if reply.status == 404 {
-                return Ok(Vec::new());
-            }
-            let reply = client.check(reply)?;
-            client.decode(&reply.body)
-        })
-        .await
+        let mut watch = Watch::prefix(&self.client, &prefix(&self.lock_key));
+        watch.next(deadline).await
     }
 
     /// Wait until it is our turn to try the lock. `Ok(Some(true))`: try now; `Ok(Some(false))`: our
     /// entry is gone, enqueue again; `Ok(None)`: the deadline passed.
     pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<bool>> {
-        let mut backoff = Backoff::requests();
-        let entries = self.listing(deadline).await?;
-        let (wkey, mut index, created, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
+        let Some(entries) = self.listing(deadline).await? else { return Ok(None) };
+        let (wkey, index, created, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
             Turn::Mine => return Ok(Some(true)),
             Turn::Missing => return Ok(Some(false)),
             Turn::Watch { key, index, created, session } => (key, index, created, session),
         };
+        let mut watch = Watch::key(&self.client, &wkey).after(index);
         loop {
-            let left = match deadline {
-                None => MAX_BLOCK,
-                Some(d) => match d.checked_duration_since(Instant::now()).filter(|l| *l >= Duration::from_millis(1)) {
-                    Some(l) => l.min(MAX_BLOCK),
-                    None => return Ok(None),
-                },
-            };
-            let read = self.client.kv_get(&wkey, Some((index, left)));
-            let result = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, read).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(None),
-                },
-                None => read.await,
-            };
-            match result {
-                Ok((idx, entry)) => {
-                    let same = entry
-                        .as_ref()
-                        .is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
-                    if !same {
-                        return Ok(Some(true)); // predecessor gone: our turn
-                    }
-                    if idx == index {
-                        tokio::time::sleep(Duration::from_millis(20)).await; // pace a churning index
-                    }
-                    index = if idx < index { 1 } else { idx };
-                }
-                Err(e) if e.is_retryable() => tokio::time::sleep(backoff.next_delay()).await,
-                Err(e) => return Err(e),
+            let Some(entry) = watch.next(deadline).await? else { return Ok(None) };
+            let same =
+                entry.is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
+            if !same {
+                return Ok(Some(true)); // predecessor gone: our turn
             }
         }
     }
@@ -219,8 +152,9 @@ impl Drop for Place {
         let (client, entry, sid) = (self.client.clone(), self.entry_key(), self.sid.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let deadline = Instant::now() + client.request_timeout();
-                let _ = retry::until(deadline, || client.txn_release(&entry, &sid, None)).await;
+                if let Err(e) = delete_if_ours(&client, &entry, &sid, None).await {
+                    tracing::debug!(%entry, error = %e, "could not delete our queue entry; it goes with our session");
+                }
             });
         }
     }
@@ -230,8 +164,15 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
-    fn e(key: &str, create: u64, modify: u64, session: &str) -> Entry {
-        Entry { key: key.into(), create_index: create, modify_index: modify, session: Some(session.into()) }
+    fn e(key: &str, create: u64, modify: u64, session: &str) -> KvEntry {
+        KvEntry {
+            key: key.into(),
+            create_index: create,
+            modify_index: modify,
+            session: Some(session.into()),
+            lock_index: 0,
+            value: None,
+        }
     }
 
     #[test]
@@ -258,7 +199,7 @@ mod tests {
         assert_eq!(decide("k", "a", &entries), Turn::Mine);
         assert_eq!(decide("k", "z", &entries), Turn::Missing);
         // An entry whose session is gone (Consul clears it) is nobody's place.
-        let stale = vec![Entry { session: None, ..e(&format!("{q}a"), 5, 5, "") }, e(&format!("{q}b"), 7, 7, "b")];
+        let stale = vec![KvEntry { session: None, ..e(&format!("{q}a"), 5, 5, "") }, e(&format!("{q}b"), 7, 7, "b")];
         assert_eq!(decide("k", "b", &stale), Turn::Mine);
     }
 }

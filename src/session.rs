@@ -1,9 +1,10 @@
-//! Consul sessions: creation, the renewal task, the local lease deadline, loss, and destruction.
+//! Consul sessions: their settings and validation, creation, the renewal task, the local lease
+//! deadline, loss, and destruction.
 //!
 //! A lock is only as alive as its session. `SessionCore` is shared (through `Arc`) by whoever needs
-//! the session: an acquire in progress, held locks, or a user's shared [`Session`]. The renewal task
-//! only holds a `Weak`, so the session is closed (renewal stopped, destroyed in the background) as soon
-//! as its last user is gone.
+//! the session: an acquire in progress, held locks, or a user's shared
+//! [`Session`](crate::Session). The renewal task only holds a `Weak`, so the session is closed
+//! (renewal stopped, destroyed in the background) as soon as its last user is gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +19,56 @@ use tokio::time::Instant;
 use crate::api::{Renewed, SessionSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::lock::EphemeralLock;
 use crate::metrics::{self, Loss};
+use crate::mutex::lock;
 use crate::retry::{self, Backoff};
+use crate::watch::Watch;
+
+/// Default session TTL: 15 s.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// Default lock-delay: 15 s, Consul's own default.
+pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+/// Shortest session TTL Consul accepts.
+pub const MIN_TTL: Duration = Duration::from_secs(10);
+/// Longest session TTL Consul accepts.
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Longest lock-delay Consul honours (it silently clamps larger values; we reject them).
+pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
+
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
+    if ttl < MIN_TTL || ttl > MAX_TTL {
+        return Err(Error::InvalidConfig(format!("ttl {ttl:?} is out of range: Consul accepts 10 s ..= 86400 s")));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_lock_delay(d: Duration) -> Result<()> {
+    if d > MAX_LOCK_DELAY {
+        return Err(Error::InvalidConfig(format!(
+            "lock_delay {d:?} is out of range: 0 ..= 60 s (Consul silently clamps larger values)"
+        )));
+    }
+    Ok(())
+}
+
+/// A session's name: at most 1024 bytes, no control characters.
+pub(crate) fn validate_session_name(name: &str) -> Result<()> {
+    if name.len() > 1024 || name.chars().any(char::is_control) {
+        return Err(Error::InvalidConfig("session_name: at most 1024 bytes, no control characters".into()));
+    }
+    Ok(())
+}
+
+/// Validate every setting of a session to be created, before any request.
+pub(crate) fn validate_spec(spec: &SessionSpec) -> Result<()> {
+    validate_ttl(spec.ttl)?;
+    validate_lock_delay(spec.lock_delay)?;
+    validate_session_name(&spec.name)
+}
 
 /// When a session renewed at `sent` (the time the successful renew request was *sent*) must be
 /// assumed gone. Consul may keep it up to 2×TTL, but a client cannot rely on that: this is the
-/// conservative bound (DESIGN.md §6).
+/// conservative bound (README: "A held lock can be lost").
 pub(crate) fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
     sent + ttl
 }
@@ -172,6 +216,15 @@ impl SessionCore {
         r
     }
 
+    /// Destroy the session now and report it lost to every holder (a user's
+    /// [`Session::destroy`](crate::Session::destroy)).
+    pub(crate) async fn destroy(&self) -> Result<()> {
+        let deadline = Instant::now() + self.client.request_timeout();
+        let r = self.destroy_now(deadline).await;
+        let _ = self.lost.send_replace(true);
+        r
+    }
+
     fn renewed(&self, sent: Instant, server_ttl: Option<Duration>) {
         let mut lease = lock(&self.lease);
         if let Some(t) = server_ttl.filter(|t| *t > lease.ttl) {
@@ -264,132 +317,19 @@ async fn renew_loop(weak: Weak<SessionCore>) {
     }
 }
 
-/// One blocking query on `/v1/session/info/<id>` for the whole session.
+/// One blocking query on `/v1/session/info/<id>` for the whole session (the watch layer's rules).
 async fn watch_loop(weak: Weak<SessionCore>) {
-    let mut index = 0u64;
-    let mut backoff = Backoff::requests();
+    let mut watch = match weak.upgrade() {
+        Some(s) => Watch::session(&s.client, &s.id),
+        None => return,
+    };
     loop {
-        let (client, id) = match weak.upgrade() {
-            Some(s) => (s.client.clone(), s.id.clone()),
-            None => return,
-        };
-        let result = client.session_exists(&id, Some((index, Duration::from_secs(300)))).await;
+        let sessions = watch.follow().await;
         let Some(s) = weak.upgrade() else { return };
-        match result {
-            Ok((_, false)) => {
-                s.mark_lost(Loss::Watch, "session no longer exists");
-                return;
-            }
-            Ok((idx, true)) => {
-                let unchanged = idx == index;
-                index = if idx < index { 0 } else { idx };
-                if unchanged {
-                    // Rate-limit a churning index.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+        if !sessions.iter().any(|e| e.id == s.id) {
+            s.mark_lost(Loss::Watch, "session no longer exists");
+            return;
         }
-    }
-}
-
-/// A poisoned std mutex only means another thread panicked while holding it; the data (plain
-/// values) is still consistent, so keep going rather than panic in a lock library.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One Consul session shared by many locks: renewed once for all of them, so a lock cycle costs only
-/// the acquire and the owner-checked delete (2 writes instead of 4).
-///
-/// Losing the session loses every lock taken through it, and each guard reports it. Two locks on the
-/// same key through one `Session` never both hold it: the second waits in-process like any other
-/// contender.
-///
-/// Dropping the last handle (the `Session` and every lock and guard made from it) destroys the
-/// session in the background.
-///
-/// ```no_run
-/// # async fn demo() -> consul_lock::Result<()> {
-/// use std::time::Duration;
-/// let client = consul_lock::Client::from_env()?;
-/// let session = consul_lock::Session::new(client, Duration::from_secs(15)).await?;
-/// let guard = session.lock("jobs/1").hold().await?;
-/// guard.release().await?;
-/// session.destroy().await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct Session {
-    pub(crate) core: Arc<SessionCore>,
-}
-
-impl Session {
-    /// Create a session with TTL `ttl` (10 s ..= 86400 s), no node health checks and a lock-delay of
-    /// 15 s (Consul's default), and start renewing it.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a TTL out of range (before any request); transport and Consul
-    /// errors otherwise.
-    ///
-    /// # Cancel safety
-    /// If the future is dropped while the create request is in flight, the session (if created) is
-    /// destroyed in the background once the answer arrives.
-    pub async fn new(client: Client, ttl: Duration) -> Result<Session> {
-        Self::with_lock_delay(client, ttl, crate::lock::DEFAULT_LOCK_DELAY).await
-    }
-
-    /// Like [`Session::new`] with an explicit lock-delay (`0 ..= 60 s`).
-    ///
-    /// # Errors
-    /// As [`Session::new`]; lock-delay out of range is [`Error::InvalidConfig`].
-    pub async fn with_lock_delay(client: Client, ttl: Duration, lock_delay: Duration) -> Result<Session> {
-        crate::lock::validate_ttl(ttl)?;
-        crate::lock::validate_lock_delay(lock_delay)?;
-        let spec = SessionSpec { name: "consul-lock shared".into(), ttl, lock_delay, node_checks: false };
-        // Own the request's outcome in a task so that a dropped future cannot leak the session.
-        let task = tokio::spawn(async move {
-            let deadline = Instant::now() + client.request_timeout();
-            SessionCore::create(&client, &spec, deadline).await
-        });
-        let core = task.await.map_err(|e| Error::InvalidConfig(format!("session task failed: {e}")))??;
-        Ok(Session { core })
-    }
-
-    /// A lock on `key` bound to this session: same builder and methods as
-    /// [`EphemeralLock::new`]. Its `ttl`, `lock_delay` and `session_name` are the session's.
-    pub fn lock(&self, key: impl Into<String>) -> EphemeralLock {
-        EphemeralLock::bound(key.into(), self.core.clone())
-    }
-
-    /// The Consul session ID.
-    pub fn id(&self) -> &str {
-        &self.core.id
-    }
-
-    /// `false` once the session is known lost or past its lease deadline.
-    pub fn is_alive(&self) -> bool {
-        !self.core.is_lost()
-    }
-
-    /// Resolves when the session is known lost (one blocking query watches the whole session).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn lost(&self) {
-        self.core.wait_lost(true).await
-    }
-
-    /// Destroy the session now: every lock taken through it is released by Consul (with the
-    /// session's lock-delay) and reported lost by its guard.
-    ///
-    /// # Errors
-    /// Transport and Consul errors (the destroy is then retried in the background).
-    pub async fn destroy(self) -> Result<()> {
-        let deadline = Instant::now() + self.core.client.request_timeout();
-        let r = self.core.destroy_now(deadline).await;
-        let _ = self.core.lost.send_replace(true);
-        r
     }
 }
 

@@ -3,6 +3,8 @@
 //! `/v1/txn`), a token scoped to `jobs/` locks `jobs/x` and nothing else, and a token never appears
 //! in logs (tracing output captured at TRACE), errors or `Debug`.
 
+#![cfg(feature = "test-util")]
+
 use std::time::Duration;
 
 use consul_lock::testing::ConsulDev;

@@ -1,10 +1,12 @@
 //! The blocking API in plain `#[test]`s, with no runtime of the caller's.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;
 
-use consul_lock::blocking::{Client, EphemeralLock};
+use consul_lock::blocking::{Client, EphemeralLock, Session};
 use consul_lock::Error;
 use support::{consul, unique};
 
@@ -76,4 +78,84 @@ fn run_runs_the_closure_under_the_lock() {
         .unwrap();
     assert_eq!(seen, Some(true));
     assert!(c.holder(&key).unwrap().is_none());
+}
+
+#[test]
+fn the_builder_configures_a_client_without_a_runtime() {
+    let c = Client::builder()
+        .address(consul().http_addr())
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a blocking client from the builder, no runtime anywhere");
+    let key = unique("blocking-builder");
+    let guard = EphemeralLock::new(&key).client(c.clone()).hold().unwrap();
+    assert_eq!(c.holder(&key).unwrap().unwrap().session_id, guard.session_id());
+    assert!(c.session_info(guard.session_id()).unwrap().is_some());
+    assert!(c.request_count() >= 3, "{} requests", c.request_count());
+    guard.release().unwrap();
+    // Bad input is the async builder's error, before any request.
+    assert!(matches!(Client::builder().address("ftp://x").build(), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn a_shared_session_and_the_lost_signals() {
+    let c = blocking_client();
+    let session = Session::new(&c, Duration::from_secs(15)).unwrap();
+    let key = unique("blocking-session");
+    let guard = session.lock(&key).hold().unwrap();
+    assert_eq!(c.holder(&key).unwrap().unwrap().session_id, session.id());
+    assert!(!guard.lost_timeout(Duration::from_millis(100)), "held, not lost");
+    assert!(!session.lost_timeout(Duration::from_millis(100)));
+    // Destroying the session from outside: the guard and the session report it.
+    c.destroy_session(session.id()).unwrap();
+    assert!(guard.lost_timeout(Duration::from_secs(5)), "lost after its session was destroyed");
+    guard.lost(); // returns at once now
+    assert!(session.lost_timeout(Duration::from_secs(5)) && !session.is_alive());
+    guard.release().unwrap(); // a lost lock's release only cleans up
+    let e = session.lock(&key).hold().unwrap_err();
+    assert!(matches!(e, Error::LockLost { .. }), "{e}");
+    // A lost session's settings are still checked first.
+    let e = session.lock(&key).ttl(Duration::from_secs(30)).hold().unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("ttl")), "{e}");
+}
+
+#[test]
+fn lost_on_a_lock_value() {
+    let c = blocking_client();
+    let key = unique("blocking-lock-lost");
+    let mut lock = EphemeralLock::new(&key).client(c.clone());
+    assert_eq!(lock.key(), key);
+    assert!(lock.lost_timeout(Duration::from_millis(10)), "holds nothing: lost at once");
+    assert!(lock.acquire(true).unwrap());
+    assert!(!lock.lost_timeout(Duration::from_millis(100)));
+    let sid = c.holder(&key).unwrap().unwrap().session_id;
+    c.destroy_session(&sid).unwrap();
+    assert!(lock.lost_timeout(Duration::from_secs(5)));
+    assert!(!lock.is_held());
+    lock.release().unwrap();
+}
+
+#[tokio::test]
+#[should_panic(expected = "consul_lock::blocking was called from async code")]
+async fn a_call_from_async_code_panics_with_a_clear_message() {
+    let c = tokio::task::spawn_blocking(blocking_client).await.unwrap();
+    // Inside the runtime's own task: blocking here would stall it.
+    let _ = c.holder("k");
+}
+
+#[tokio::test]
+async fn spawn_blocking_is_the_way_from_async_code() {
+    let key = unique("blocking-from-async");
+    let k = key.clone();
+    let (token, holder) = tokio::task::spawn_blocking(move || {
+        let c = blocking_client();
+        let g = EphemeralLock::new(&k).client(c.clone()).hold().unwrap();
+        let holder = c.holder(&k).unwrap().map(|h| h.modify_index);
+        let token = g.fencing_token();
+        g.release().unwrap();
+        (token, holder)
+    })
+    .await
+    .unwrap();
+    assert_eq!(holder, Some(token));
 }

@@ -1,6 +1,8 @@
 //! Unreachable, slow and broken servers: every failure is a typed `Error` within a bounded time,
 //! never a panic; Consul's permanent 500s are not retried; nothing keeps sending afterwards.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The `consul-lock` binary, spawned for real against a `consul agent -dev`: mutual exclusion,
 //! exit codes, signal forwarding, lost locks, `status --json`, `break`, and error output.
 
+#![cfg(all(feature = "test-util", feature = "cli"))]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

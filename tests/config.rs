@@ -1,6 +1,8 @@
 //! Bad input is rejected before any request; awkward keys round-trip; an unreachable Consul is a
 //! clear, bounded `Error::Transport`; secrets stay out of Debug output.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! A holder process that dies (`kill -9`) or freezes (`SIGSTOP` past 2×TTL, then `SIGCONT`).
 //! The holder is this test binary re-run as a child process.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,8 @@
 //! Every example is a real program: run each against a dev agent and check what it says.
 //! (`cargo test` builds the examples next to the test binaries.)
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::path::PathBuf;

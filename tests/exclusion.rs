@@ -3,6 +3,8 @@
 //! inside the critical section. Verdict: no lost update, no overlapping intervals, fencing tokens
 //! strictly increasing in interval order. The full-size run is `examples/stress.rs`.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

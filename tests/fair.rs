@@ -1,6 +1,8 @@
 //! Fair mode (`EphemeralLock::fair(true)`): waiters are served in arrival order, a release wakes
 //! only the next one, and the queue entries never outlive their waiters. Against a real Consul agent.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

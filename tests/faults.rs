@@ -3,6 +3,8 @@
 //! the TTL make the holder report lost by its local deadline and, once Consul is reachable again,
 //! clean up (no zombie session keeps the key: hashicorp/consul#4935).
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;
@@ -155,4 +157,31 @@ async fn blackhole_longer_than_ttl_is_lost_by_the_deadline_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_500s_longer_than_ttl_are_lost_by_the_deadline_and_cleaned_up() {
     long_fault_is_lost_then_cleaned_up(Fault::Http500("rpc error making call: No cluster leader".into())).await;
+}
+
+/// A waiter whose blocking queries are answered HTTP 500 for a while (a Consul leader election:
+/// "No cluster leader", "rpc error making call: EOF") keeps waiting and acquires after the release:
+/// an error answer to a wait is retried like a refused connection, never returned as the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_rides_out_http_500s_on_its_blocking_queries() {
+    let key = unique("wait-500");
+    let holder = EphemeralLock::new(&key).client(client()).lock_delay(Duration::ZERO).hold().await.unwrap();
+    let proxy = FaultProxy::start(consul().http_addr()).await;
+    let c = proxy.client();
+    let waiter =
+        tokio::spawn(EphemeralLock::new(&key).client(c.clone()).acquire_timeout(Duration::from_secs(30)).hold());
+    // Let the waiter reach its blocking query, then fail every request for 2 s.
+    assert!(eventually(Duration::from_secs(5), || async { c.request_count() >= 3 }).await);
+    proxy.set(Fault::Http500("rpc error making call: EOF".into()));
+    let before = c.request_count();
+    sleep(Duration::from_secs(2)).await;
+    holder.release().await.unwrap(); // the release happens during the fault
+    sleep(Duration::from_secs(1)).await;
+    assert!(c.request_count() > before, "no request during the fault: the test proved nothing");
+    assert!(!waiter.is_finished(), "the waiter gave up during the fault: {:?}", waiter.await);
+    proxy.set(Fault::None);
+    let g = timeout(Duration::from_secs(20), waiter).await.expect("bounded").unwrap();
+    let g = g.expect("the waiter acquires once Consul answers again");
+    assert_eq!(raw_holder(&key).await.as_deref(), Some(g.session_id()));
+    g.release().await.unwrap();
 }

@@ -2,6 +2,8 @@
 //! session of ours, and the process's tokio tasks, threads and file descriptors are back within a
 //! small constant of where they started.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! EphemeralLock against a real `consul agent -dev`: hold, contend, wait, renew, lose, fence,
 //! cancel, release.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

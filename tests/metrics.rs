@@ -1,3 +1,4 @@
+#![cfg(all(feature = "test-util", feature = "metrics"))]
 //! Feature `metrics`: what a recorder sees over real lock cycles against a dev agent — acquire waits
 //! by outcome (acquired, timeout, error, cancelled), hold times, the held and waiting gauges, losses
 //! by reason (watch, renew 404, max_hold, lease deadline), renewal failures, requests by endpoint

@@ -1,5 +1,7 @@
 //! Shared `Session`: many locks, one session, one renewal; the in-process registry; loss of all.
 
+#![cfg(feature = "test-util")]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! verification off works (with a warning); mutual TLS works with a client certificate when the
 //! agent verifies incoming HTTPS connections, and fails clearly without one.
 
+#![cfg(feature = "test-util")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Agents whose HTTP API is a unix socket (`addresses { http = "unix://…" }`): a lock cycle through
 //! the library, the CLI's `status` and `run` through `CONSUL_HTTP_ADDR` and `--http-addr`, and the
 //! errors for a missing socket and for a socket this user may not open.
-#![cfg(unix)]
+#![cfg(all(unix, feature = "test-util", feature = "cli"))]
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -1,0 +1,314 @@
+//! The acquire procedure of a lock, as a small state machine run in a task that owns every request's
+//! outcome, so that a dropped caller never leaves a key, a session or a renewal task behind.
+//!
+//! Steps, each a method below: claim the key in-process (shared sessions) → a live session → (fair
+//! mode) our turn in the queue → one `lock` transaction → on "held", wait for a change of the key with
+//! blocking queries; on "lock-delay" or "invalid session", pause and go round again. Every wait stops
+//! at the deadline and when the caller goes away; writes are never abandoned half-way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::api::{self, LockAttempt, SessionSpec};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::hold::Hold;
+use crate::holder::{HolderInfo, KvEntry};
+use crate::metrics::{self, Loss};
+use crate::queue;
+use crate::retry::Backoff;
+use crate::session::{Claim, SessionCore};
+use crate::watch::Watch;
+
+/// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
+const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
+
+/// Everything an acquire needs, validated before any request.
+pub(crate) struct Plan {
+    pub(crate) client: Client,
+    pub(crate) key: String,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) spec: SessionSpec,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) shared: Option<Arc<SessionCore>>,
+    pub(crate) fair: bool,
+}
+
+type Reply = Result<Option<Arc<Hold>>>;
+
+/// Run the acquire procedure in its own task. `Ok(None)`: not acquired and `!fail_hard`.
+pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
+    let wait = metrics::AcquireWait::start(plan.client.metrics_key_label(), &plan.key);
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut acquire = Acquire::new(plan, fail_hard, tx);
+        let result = acquire.run().await;
+        // If the caller is gone, the value comes back here and its drop releases the lock.
+        let _ = acquire.tx.send(result);
+    });
+    let result = rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring the lock")));
+    wait.finish(&result);
+    result
+}
+
+/// Why the procedure stopped without the lock.
+enum Stop {
+    /// Someone else held the key until the deadline.
+    NotAcquired,
+    /// The caller dropped its future.
+    Cancelled,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+type Step<T = ()> = std::result::Result<T, Stop>;
+
+/// What to do after consulting the queue (fair mode).
+enum Queued {
+    /// Nobody ahead (or not fair): try the lock.
+    Go,
+    /// Our entry is gone: queue again.
+    Requeue,
+    /// Consul refused our entry: our session is invalid.
+    Refused,
+}
+
+struct Acquire {
+    plan: Plan,
+    fail_hard: bool,
+    tx: oneshot::Sender<Reply>,
+    start: Instant,
+    /// `None`: wait forever.
+    deadline: Option<Instant>,
+    claim: Option<Claim>,
+    session: Option<Arc<SessionCore>>,
+    /// Fair mode: our place in the key's queue (deleted in the background if we give up).
+    place: Option<queue::Place>,
+    /// The holder the last wait saw, for the error at the deadline.
+    seen: Option<KvEntry>,
+    pause: Backoff,
+    /// Lock attempts on the current session, and how many sessions in a row were refused as invalid
+    /// at their very first attempt (a permanent server problem, not an expiry during a wait).
+    attempts_on_session: u32,
+    fresh_invalid: u32,
+}
+
+impl Acquire {
+    fn new(plan: Plan, fail_hard: bool, tx: oneshot::Sender<Reply>) -> Self {
+        let start = Instant::now();
+        Acquire {
+            deadline: start.checked_add(plan.acquire_timeout),
+            session: plan.shared.clone(),
+            plan,
+            fail_hard,
+            tx,
+            start,
+            claim: None,
+            place: None,
+            seen: None,
+            pause: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
+            attempts_on_session: 0,
+            fresh_invalid: 0,
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %self.plan.key))]
+    async fn run(&mut self) -> Reply {
+        match self.steps().await {
+            Ok(hold) => Ok(Some(hold)),
+            Err(Stop::NotAcquired) => self.not_acquired().await,
+            Err(Stop::Cancelled) => Err(crate::task::stopped("acquiring the lock (the caller went away)")),
+            Err(Stop::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn steps(&mut self) -> Step<Arc<Hold>> {
+        self.claim_in_process().await?;
+        loop {
+            let s = self.live_session().await?;
+            let attempt = match self.queue_turn(&s).await? {
+                Queued::Requeue => continue,
+                Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
+                Queued::Go => self.attempt(&s).await?,
+            };
+            self.attempts_on_session += 1;
+            match attempt {
+                LockAttempt::Acquired { modify_index } => return Ok(self.held(s, modify_index)),
+                LockAttempt::InvalidSession { status, message } => {
+                    self.after_invalid_session(&s, status, message).await?
+                }
+                LockAttempt::LockDelay => self.pause_in_lock_delay().await?,
+                LockAttempt::Held => self.wait_for_change(&s).await?,
+            }
+        }
+    }
+
+    /// Wait for `fut` unless the caller goes away first.
+    async fn unless_cancelled<F: Future>(tx: &mut oneshot::Sender<Reply>, fut: F) -> Step<F::Output> {
+        tokio::select! {
+            biased;
+            _ = tx.closed() => Err(Stop::Cancelled),
+            out = fut => Ok(out),
+        }
+    }
+
+    /// Writes get at least one attempt even with a zero timeout, and a bounded retry without one.
+    fn retry_until(&self) -> Instant {
+        let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+        self.deadline.unwrap_or_else(far).max(Instant::now())
+    }
+
+    /// Pause (cancellably) for `pause`, at most until the deadline; `NotAcquired` if none is left.
+    async fn sleep(&mut self, pause: Duration) -> Step {
+        let left = match self.deadline {
+            None => pause,
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        if left < Duration::from_millis(1) {
+            return Err(Stop::NotAcquired);
+        }
+        Self::unless_cancelled(&mut self.tx, tokio::time::sleep(pause.min(left))).await
+    }
+
+    /// Shared sessions: one holder per key per process, so a second lock waits here.
+    async fn claim_in_process(&mut self) -> Step {
+        let Some(s) = self.plan.shared.clone() else { return Ok(()) };
+        match Self::unless_cancelled(&mut self.tx, s.claim(&self.plan.key, self.deadline)).await? {
+            Some(c) => {
+                self.claim = Some(c);
+                Ok(())
+            }
+            None => Err(Stop::NotAcquired),
+        }
+    }
+
+    /// A live session: the shared one, the current one, or a new one (renewed from now on, while we
+    /// wait too).
+    async fn live_session(&mut self) -> Step<Arc<SessionCore>> {
+        match &self.session {
+            Some(s) if !s.is_lost() => return Ok(s.clone()),
+            Some(_) if self.plan.shared.is_some() => return Err(Error::LockLost { key: self.plan.key.clone() }.into()),
+            _ => {}
+        }
+        let created = SessionCore::create(&self.plan.client, &self.plan.spec, self.retry_until()).await?;
+        self.session = Some(created.clone());
+        self.attempts_on_session = 0;
+        if self.tx.is_closed() {
+            return Err(Stop::Cancelled); // dropping `created` destroys it
+        }
+        Ok(created)
+    }
+
+    /// Fair mode: take a place in the key's queue (once per session) and wait until nobody is ahead.
+    async fn queue_turn(&mut self, s: &SessionCore) -> Step<Queued> {
+        if !self.plan.fair {
+            return Ok(Queued::Go);
+        }
+        if self.place.as_ref().is_none_or(|p| p.sid() != s.id) {
+            let until = self.retry_until();
+            match queue::Place::enqueue(&self.plan.client, &self.plan.key, &s.id, until).await? {
+                Some(p) => self.place = Some(p),
+                None => return Ok(Queued::Refused),
+            }
+        }
+        let Some(place) = self.place.as_mut() else { return Ok(Queued::Requeue) };
+        match Self::unless_cancelled(&mut self.tx, place.wait_turn(self.deadline)).await?? {
+            None => Err(Stop::NotAcquired),
+            Some(true) => Ok(Queued::Go),
+            Some(false) => {
+                self.place = None; // our entry is gone: enqueue again
+                Ok(Queued::Requeue)
+            }
+        }
+    }
+
+    /// One `lock` transaction: it returns the fencing token with the write.
+    async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
+        let plan = &self.plan;
+        let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
+        let body = api::lock_txn_body(&plan.key, &value, &s.id);
+        Ok(crate::retry::until(self.retry_until(), || plan.client.txn_lock(body.clone())).await?)
+    }
+
+    fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {
+        tracing::debug!(session = %s.id, token, "acquired");
+        let own = self.plan.shared.is_none();
+        let hold = Hold::new(self.plan.key.clone(), s, own, token, self.claim.take(), self.plan.max_hold);
+        hold.set_queue_entry(self.place.take().map(queue::Place::disarm));
+        hold
+    }
+
+    /// Consul refused our session. A shared one is lost; an own one is replaced (paced), unless
+    /// Consul keeps refusing brand-new sessions.
+    async fn after_invalid_session(&mut self, s: &SessionCore, status: u16, message: String) -> Step {
+        s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
+        if self.plan.shared.is_some() {
+            return Err(Error::LockLost { key: self.plan.key.clone() }.into());
+        }
+        self.fresh_invalid = if self.attempts_on_session == 1 { self.fresh_invalid + 1 } else { 0 };
+        let past = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if self.fresh_invalid >= MAX_FRESH_INVALID_SESSIONS || past {
+            // Never held, so not "lost": Consul keeps refusing our sessions. Its own answer, with context.
+            let address = self.plan.client.address().to_owned();
+            let n = self.fresh_invalid;
+            let message = format!("{message} (Consul invalidated our session before the lock could be taken; {n} new sessions refused in a row)");
+            return Err(Error::Consul { address, status, message }.into());
+        }
+        let pause = self.pause.next_delay();
+        match self.sleep(pause).await {
+            Err(Stop::NotAcquired) => Ok(()), // out of time: the next attempt decides
+            other => other,
+        }
+    }
+
+    /// The key is free but in its lock-delay: retry soon (jittered), never past the deadline.
+    async fn pause_in_lock_delay(&mut self) -> Step {
+        let pause = self.pause.next_delay();
+        self.sleep(pause).await
+    }
+
+    /// Held by someone else: wait for a change of the key with blocking queries, until it is free (or
+    /// ours), or our own waiting session dies (then a new one is made).
+    async fn wait_for_change(&mut self, s: &SessionCore) -> Step {
+        if self.tx.is_closed() {
+            return Err(Stop::Cancelled);
+        }
+        let mut watch = Watch::key(&self.plan.client, &self.plan.key);
+        loop {
+            let Some(entry) = Self::unless_cancelled(&mut self.tx, watch.next(self.deadline)).await?? else {
+                return Err(Stop::NotAcquired);
+            };
+            match entry {
+                Some(e) if e.holder_session().is_some_and(|h| h != s.id) => self.seen = Some(e),
+                _ => return Ok(()), // free (or ours): try again
+            }
+            if s.is_lost() && self.plan.shared.is_none() {
+                return Ok(()); // our waiting session died: make a new one
+            }
+        }
+    }
+
+    /// The answer at the deadline: `Ok(None)`, or `NotAcquired` naming the holder when known (the
+    /// one last seen, else one read — only worth a request when the error is returned).
+    async fn not_acquired(&mut self) -> Reply {
+        if !self.fail_hard {
+            return Ok(None);
+        }
+        let seen = match self.seen.take() {
+            Some(e) => Some(e),
+            None => self.plan.client.kv_get(&self.plan.key).await.ok().flatten(),
+        };
+        let holder = seen.and_then(|e| e.into_holder().ok().flatten()).map(Box::new);
+        Err(Error::NotAcquired { key: self.plan.key.clone(), waited: self.start.elapsed(), holder })
+    }
+}
