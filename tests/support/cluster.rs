@@ -79,7 +79,7 @@ impl Server {
     pub fn start(&mut self) {
         let bin = find_binary().unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("consul.log")).unwrap();
-        let child = Command::new(bin)
+        let child = super::netns::die_with_parent(&mut Command::new(bin))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

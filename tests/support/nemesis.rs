@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::child::signal;
 use super::cluster::Server;
 use super::history::{check, Event, Report};
-use super::netns::{setup_loopback, Firewall};
+use super::netns::{die_with_parent, setup_loopback, Firewall};
 use super::register::Register;
 use super::workload::{append, now_ns, Kind, Rng, Spec};
 
@@ -69,11 +69,16 @@ pub struct Config {
     /// Total workload time.
     pub duration: Duration,
     pub window: Duration,
+    /// Windows last between `window` and this (uniformly); longer than 2×TTL lets Consul expire a
+    /// cut-off holder's session and give its key to another process, which fencing must then stop.
+    pub window_max: Duration,
     /// Healthy time before each window.
     pub heal: Duration,
     pub nemeses: Vec<Nemesis>,
     pub dir: PathBuf,
     pub seed: u64,
+    /// See `workload::Spec::long_every`.
+    pub long_every: u64,
 }
 
 impl Config {
@@ -87,10 +92,12 @@ impl Config {
             keys: vec![("part/a".into(), Kind::Mutex), ("part/b".into(), Kind::Mutex), ("part/c".into(), Kind::Fair)],
             duration: Duration::from_secs(7 * 15 + 5),
             window: Duration::from_secs(10),
+            window_max: Duration::from_secs(10),
             heal: Duration::from_secs(5),
             nemeses: ALL.to_vec(),
             dir,
             seed: now_ns(),
+            long_every: 60,
         }
     }
 }
@@ -161,9 +168,10 @@ pub async fn run(cfg: &Config, spawn: &Spawn<'_>) -> Report {
                     dir: cfg.dir.clone(),
                     until_ms,
                     seed: cfg.seed.wrapping_add(i as u64),
+                    long_every: cfg.long_every,
                 };
                 let mut cmd = spawn(&spec.to_env());
-                cmd.stdin(Stdio::null()).stdout(Stdio::null());
+                die_with_parent(&mut cmd).stdin(Stdio::null()).stdout(Stdio::null());
                 cmd.spawn().expect("spawn a locking process")
             })
             .collect(),
@@ -172,12 +180,14 @@ pub async fn run(cfg: &Config, spawn: &Spawn<'_>) -> Report {
     let mut rng = Rng::new(cfg.seed);
     let mut n = 0;
     // Bounded: each window fits before the workload's deadline.
-    while t0.elapsed() + cfg.heal + cfg.window + Duration::from_secs(2) < cfg.duration {
+    while t0.elapsed() + cfg.heal + cfg.window_max + Duration::from_secs(2) < cfg.duration {
         tokio::time::sleep(cfg.heal).await;
+        let spread = cfg.window_max.saturating_sub(cfg.window).as_millis() as u64;
+        let len = cfg.window + Duration::from_millis(rng.below(spread + 1));
         let kind = cfg.nemeses[n % cfg.nemeses.len()];
         n += 1;
         let start_ns = now_ns();
-        let detail = window(&mut cluster, &mut fw, kind, cfg.window, &mut rng).await;
+        let detail = window(&mut cluster, &mut fw, kind, len, &mut rng).await;
         let detail = format!("{detail}; then leader {}", cluster.servers[cluster.leader().await].name);
         let e = Event::Nemesis { kind: kind.name().into(), detail: detail.clone(), start_ns, end_ns: now_ns() };
         eprintln!("partition: {:>6.1?} {} ({detail})", t0.elapsed(), kind.name());

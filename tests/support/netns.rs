@@ -22,7 +22,7 @@ pub fn inside() -> bool {
 /// Run `exe args` in a new network namespace (`unshare --net`) with [`INSIDE`] set, inheriting
 /// stdout/stderr; kill it past `limit`. Returns whether it succeeded.
 pub fn run_inside(exe: &Path, args: &[&str], env: &[(String, String)], limit: Duration) -> bool {
-    let mut child = Command::new("unshare")
+    let mut child = die_with_parent(&mut Command::new("unshare"))
         .arg("--net")
         .arg("--")
         .arg(exe)
@@ -44,6 +44,21 @@ pub fn run_inside(exe: &Path, args: &[&str], env: &[(String, String)], limit: Du
             return false;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Make the child of `cmd` die (SIGKILL) when the thread that spawned it exits, so a run killed
+/// from outside leaves no Consul agent or locking process behind (and the namespace dies too).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
     }
 }
 

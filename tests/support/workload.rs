@@ -64,6 +64,9 @@ pub struct Spec {
     /// Wall-clock deadline (unix ms): no new section starts after it.
     pub until_ms: u64,
     pub seed: u64,
+    /// One section in this many (on average) lasts 2–12 s, longer than the TTL, so that faults hit
+    /// held locks; the others last 2–22 ms.
+    pub long_every: u64,
 }
 
 impl Spec {
@@ -75,6 +78,7 @@ impl Spec {
             ("CL_PART_DIR".into(), self.dir.display().to_string()),
             ("CL_PART_UNTIL_MS".into(), self.until_ms.to_string()),
             ("CL_PART_SEED".into(), self.seed.to_string()),
+            ("CL_PART_LONG_EVERY".into(), self.long_every.to_string()),
         ]
     }
 
@@ -90,6 +94,7 @@ impl Spec {
             dir: get("CL_PART_DIR")?.into(),
             until_ms: get("CL_PART_UNTIL_MS")?.parse().ok()?,
             seed: get("CL_PART_SEED")?.parse().ok()?,
+            long_every: get("CL_PART_LONG_EVERY")?.parse().ok()?,
         })
     }
 }
@@ -148,8 +153,7 @@ pub async fn run(spec: &Spec) -> Result<u64, String> {
             }
             Err(_) => return Err(format!("{key}: hold() still pending after {:?}", ACQUIRE_TIMEOUT * 4)),
         };
-        let pause = if rng.below(60) == 0 {
-            // Now and then a section longer than the TTL, so nemeses hit held locks.
+        let pause = if rng.below(spec.long_every) == 0 {
             Duration::from_millis(2_000 + rng.below(10_000))
         } else {
             Duration::from_millis(2 + rng.below(20))
