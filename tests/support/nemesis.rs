@@ -210,47 +210,8 @@ pub async fn run(cfg: &Config, spawn: &Spawn<'_>) -> Report {
 /// One nemesis window: apply, wait `len`, heal. Returns what it did.
 async fn window(c: &mut Cluster, fw: &mut Firewall, kind: Nemesis, len: Duration, rng: &mut Rng) -> String {
     let leader = c.leader().await;
-    let ns = c.servers.len();
-    let pick = rng.below(ns as u64) as usize;
-    let all: Vec<&Server> = c.servers.iter().chain(c.clients.iter()).collect();
-    let detail = match kind {
-        Nemesis::IsolateLeader => {
-            let l = &c.servers[leader];
-            let others: Vec<&Server> = all.iter().copied().filter(|s| s.ip != l.ip).collect();
-            fw.split(std::slice::from_ref(&l.ip), &Cluster::ips(&others));
-            format!("{} alone", l.name)
-        }
-        Nemesis::MajorityMinority | Nemesis::Bridge => {
-            // Servers in a rotated order; clients alternate sides.
-            let order: Vec<usize> = (0..ns).map(|i| (pick + i) % ns).collect();
-            let (left_n, bridge) = match kind {
-                Nemesis::Bridge => (ns / 2, Some(order[ns / 2])),
-                _ => ((ns - 1) / 2, None),
-            };
-            let mut left: Vec<&Server> = order[..left_n].iter().map(|&i| &c.servers[i]).collect();
-            let skip = left_n + usize::from(bridge.is_some());
-            let mut right: Vec<&Server> = order[skip..].iter().map(|&i| &c.servers[i]).collect();
-            for (i, cl) in c.clients.iter().enumerate() {
-                if i % 2 == 0 {
-                    left.push(cl)
-                } else {
-                    right.push(cl)
-                }
-            }
-            fw.split(&Cluster::ips(&left), &Cluster::ips(&right));
-            let names = |v: &[&Server]| v.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("+");
-            match bridge {
-                Some(b) => format!("{} | {} | {}", names(&left), c.servers[b].name, names(&right)),
-                None => format!("{} | {}", names(&left), names(&right)),
-            }
-        }
-        Nemesis::ClientCut => {
-            let cl = &c.clients[rng.below(c.clients.len() as u64) as usize];
-            fw.split(std::slice::from_ref(&cl.ip), &Cluster::ips(&c.servers.iter().collect::<Vec<_>>()));
-            format!("{} cut from all servers", cl.name)
-        }
-        Nemesis::KillRestart | Nemesis::Pause | Nemesis::SlowLeader => String::new(),
-    };
+    let pick = rng.below(c.servers.len() as u64) as usize;
+    let detail = plan_cuts(c, fw, kind, leader, pick, rng);
     let victim = if rng.below(2) == 0 { leader } else { pick };
     let end = Instant::now() + len;
     let detail = match kind {
@@ -291,6 +252,50 @@ async fn window(c: &mut Cluster, fw: &mut Firewall, kind: Nemesis, len: Duration
         }
     };
     detail
+}
+
+/// The links a partition nemesis cuts (added to `fw`, not applied); what it cut, in words.
+fn plan_cuts(c: &Cluster, fw: &mut Firewall, kind: Nemesis, leader: usize, pick: usize, rng: &mut Rng) -> String {
+    let ns = c.servers.len();
+    let all: Vec<&Server> = c.servers.iter().chain(c.clients.iter()).collect();
+    match kind {
+        Nemesis::IsolateLeader => {
+            let l = &c.servers[leader];
+            let others: Vec<&Server> = all.iter().copied().filter(|s| s.ip != l.ip).collect();
+            fw.split(std::slice::from_ref(&l.ip), &Cluster::ips(&others));
+            format!("{} alone", l.name)
+        }
+        Nemesis::MajorityMinority | Nemesis::Bridge => {
+            // Servers in a rotated order; clients alternate sides.
+            let order: Vec<usize> = (0..ns).map(|i| (pick + i) % ns).collect();
+            let (left_n, bridge) = match kind {
+                Nemesis::Bridge => (ns / 2, Some(order[ns / 2])),
+                _ => ((ns - 1) / 2, None),
+            };
+            let mut left: Vec<&Server> = order[..left_n].iter().map(|&i| &c.servers[i]).collect();
+            let skip = left_n + usize::from(bridge.is_some());
+            let mut right: Vec<&Server> = order[skip..].iter().map(|&i| &c.servers[i]).collect();
+            for (i, cl) in c.clients.iter().enumerate() {
+                if i % 2 == 0 {
+                    left.push(cl)
+                } else {
+                    right.push(cl)
+                }
+            }
+            fw.split(&Cluster::ips(&left), &Cluster::ips(&right));
+            let names = |v: &[&Server]| v.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("+");
+            match bridge {
+                Some(b) => format!("{} | {} | {}", names(&left), c.servers[b].name, names(&right)),
+                None => format!("{} | {}", names(&left), names(&right)),
+            }
+        }
+        Nemesis::ClientCut => {
+            let cl = &c.clients[rng.below(c.clients.len() as u64) as usize];
+            fw.split(std::slice::from_ref(&cl.ip), &Cluster::ips(&c.servers.iter().collect::<Vec<_>>()));
+            format!("{} cut from all servers", cl.name)
+        }
+        Nemesis::KillRestart | Nemesis::Pause | Nemesis::SlowLeader => String::new(),
+    }
 }
 
 /// The locking processes; killed on drop (a failed run leaves none behind).
