@@ -57,6 +57,10 @@ fn partition_ci_run() {
         assert!(report.windows.get(n.name()).is_some_and(|&w| w >= 1), "no {} window", n.name());
     }
     assert!(report.accepted_writes > 0 && report.handoffs > 0, "no contention: {}", report.figures());
+    // Regression: timeouts of a running agent cut off from its servers used to ask whether Consul
+    // was running at all.
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
+    assert!(!history.contains("is Consul running"), "a failed acquire blamed a running agent");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
