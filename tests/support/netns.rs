@@ -4,7 +4,8 @@
 //! addresses with `nft` (installed project-locally by `scripts/install-nft.sh`).
 //!
 //! Why nft and not tc: the kernels these tests run on may lack the `prio` qdisc, the `gact` (drop)
-//! action and `netem`; nf_tables is built in. Latency is added by `support::delay` instead.
+//! action and `netem`; nf_tables is built in. Without netem, latency is approximated by pausing the
+//! leader (`support::nemesis::Nemesis::SlowLeader`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
