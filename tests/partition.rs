@@ -1,3 +1,4 @@
+#![cfg(feature = "test-util")]
 //! Partition proof (CI size): a real Consul cluster (3 servers, 3 client agents) in a private
 //! network namespace, 8 locking processes over 3 keys (two mutexes, one fair) on the client
 //! agents, each critical section a read-modify-write of a fenced register, while a nemesis opens
