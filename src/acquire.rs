@@ -297,7 +297,8 @@ impl Acquire {
         if past && std::mem::replace(&mut self.inspected_late, true) {
             return Err(Stop::NotAcquired); // free at each read, taken at each attempt: out of time
         }
-        let entry = self.plan.client.kv_get(&self.plan.key).await?;
+        let (client, key) = (&self.plan.client, &self.plan.key);
+        let entry = crate::retry::until(self.retry_until(), || client.kv_get(key)).await?;
         let held = self.judge(entry, s)?;
         Ok(held)
     }

@@ -148,13 +148,16 @@ impl EphemeralLock {
         self.session_setting("session_name")
     }
 
-    /// Fair mode: waiters queue by arrival (`CreateIndex` of an entry under
+    /// Strict FIFO. Waiters always queue by arrival (`CreateIndex` of an entry under
     /// `<key>/.consul-lock-queue/<session>`, held by the waiter's session) and each watches only its
-    /// predecessor, so a release wakes one waiter instead of all of them and turns go first come,
-    /// first served. Costs one more write per acquisition (the queue entry; its delete rides in the
-    /// release transaction) and lets no newcomer overtake a waiter. Every contender of a key should
-    /// use the same mode: a non-fair contender can still take the key between two fair holders.
-    /// Default `false`.
+    /// predecessor, so a release wakes one waiter.
+    ///
+    /// The default mode (`false`) does the same once it finds the key held — it is herd-free too —
+    /// but tries the key first, so an uncontended acquire writes nothing extra, and a newcomer that
+    /// finds the key free between a release and the next waiter's attempt may take it (once: at its
+    /// release it sees the queue and queues behind it next time). `fair(true)` queues before the
+    /// first attempt as well: one more write per acquisition, and nobody ever overtakes a waiter.
+    /// Modes can be mixed on one key; exclusion never depends on them. Default `false`.
     pub fn fair(mut self, yes: bool) -> Self {
         self.fair = yes;
         self
