@@ -37,6 +37,29 @@ pub enum Error {
         key: String,
     },
 
+    /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
+    /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
+    /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
+    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::flags::LOCK_FLAGS)]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The `Flags` it carries.
+        flags: u64,
+    },
+
+    /// The semaphore's coordination key stores another limit than this contender's: every
+    /// contender of a prefix must use the same limit (Go's "semaphore limit conflict").
+    #[error("semaphore limit conflict on {prefix:?}: this contender's limit is {limit}, the stored limit is {stored}; every contender of a prefix must use the same limit")]
+    LimitConflict {
+        /// The semaphore's prefix.
+        prefix: String,
+        /// Our limit.
+        limit: u32,
+        /// The limit stored in `PREFIX/.lock`.
+        stored: i64,
+    },
+
     /// `acquire` was called on a lock that already holds its key. Locks are not re-entrant.
     #[error("this lock already holds its key; locks are not re-entrant (release it before acquiring again)")]
     AlreadyHeld,
@@ -211,6 +234,8 @@ pub(crate) enum Said {
     Held,
     /// A `check-session` failed or the key does not exist: not ours.
     NotOurs,
+    /// A check-and-set found a newer `ModifyIndex` ("index is stale").
+    Stale,
     /// Another permanent refusal (`serfHealth` critical, unknown datacenter, bad TTL, unknown token).
     Permanent,
     /// Anything else (possibly transient).
@@ -231,6 +256,8 @@ pub(crate) fn classify(message: &str) -> Said {
         Said::Held
     } else if has("failed session check") || has("doesn't exist") {
         Said::NotOurs
+    } else if has("index is stale") {
+        Said::Stale
     } else if ["serfhealth", "no path to datacenter", "acl not found", "must be between"].iter().any(|p| has(p)) {
         Said::Permanent
     } else {
@@ -311,6 +338,7 @@ mod tests {
             ("failed to lock key \"k\": lock is already held", Said::Held),
             ("failed session check for key \"k\"", Said::NotOurs),
             ("key \"k\" doesn't exist", Said::NotOurs),
+            ("failed to set key \"p/.lock\", index is stale", Said::Stale),
             ("Check 'serfHealth' is in critical state", Said::Permanent),
             ("rpc error making call: No cluster leader", Said::Other),
         ];

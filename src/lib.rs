@@ -70,12 +70,16 @@
 //   session, shared                         — Consul sessions; the public shared `Session`
 //   hold, queue, acquire                    — a held lock, the fair queue, the acquire procedure
 //   lock, guard                             — the public `EphemeralLock` and `LockGuard`
+//   slots, permit, admit, semaphore         — the semaphore: its coordination key, a held slot,
+//                                             the acquire procedure, the public `Semaphore`
 //   blocking, testing                       — the blocking mirror; test support
 mod acquire;
+mod admit;
 mod api;
 pub mod blocking;
 mod client;
 mod error;
+mod flags;
 mod guard;
 mod hold;
 mod holder;
@@ -83,10 +87,13 @@ mod key;
 mod lock;
 mod metrics;
 mod mutex;
+mod permit;
 mod queue;
 mod retry;
+mod semaphore;
 mod session;
 mod shared;
+mod slots;
 mod task;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -96,9 +103,12 @@ mod watch;
 pub use api::SessionInfo;
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, Result, TransportError};
+pub use flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
 pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
 pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use permit::SemaphorePermit;
+pub use semaphore::{Semaphore, SemaphoreState};
 pub use session::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
 pub use shared::Session;
