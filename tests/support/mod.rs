@@ -104,5 +104,6 @@ where
 }
 pub mod child;
 pub mod cluster;
+pub mod peer;
 pub mod proxy;
 pub mod worker;
