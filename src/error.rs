@@ -236,6 +236,8 @@ pub(crate) enum Said {
     NotOurs,
     /// A check-and-set found a newer `ModifyIndex` ("index is stale").
     Stale,
+    /// A `check-not-exists` found the key, or a `check-index` found it changed.
+    Changed,
     /// Another permanent refusal (`serfHealth` critical, unknown datacenter, bad TTL, unknown token).
     Permanent,
     /// Anything else (possibly transient).
@@ -244,7 +246,9 @@ pub(crate) enum Said {
 
 /// Classify Consul's words. The only place in the crate that reads them.
 pub(crate) fn classify(message: &str) -> Said {
-    let m = message.to_ascii_lowercase();
+    // Keys are quoted in Consul's texts (`failed to lock key "k": …`): a key's own name must not
+    // be read as the reason.
+    let m = unquoted(message).to_ascii_lowercase();
     let has = |p: &str| m.contains(p);
     if has("permission denied") {
         Said::PermissionDenied
@@ -258,11 +262,31 @@ pub(crate) fn classify(message: &str) -> Said {
         Said::NotOurs
     } else if has("index is stale") {
         Said::Stale
+    } else if has(" exists") || has("failed index check") {
+        Said::Changed
     } else if ["serfhealth", "no path to datacenter", "acl not found", "must be between"].iter().any(|p| has(p)) {
         Said::Permanent
     } else {
         Said::Other
     }
+}
+
+/// `text` without its double-quoted parts (Go's `%q`, backslash escapes included).
+fn unquoted(text: &str) -> String {
+    let (mut out, mut quoted, mut escaped) = (String::with_capacity(text.len()), false, false);
+    for c in text.chars() {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => {
+                quoted = !quoted;
+                out.push('"');
+            }
+            (true, false, _) => {}
+            (false, _, c) => out.push(c),
+        }
+    }
+    out
 }
 
 /// Consul 1.8 answers some permanent failures with HTTP 500; retrying them only burns the deadline.
@@ -341,6 +365,12 @@ mod tests {
             ("failed to set key \"p/.lock\", index is stale", Said::Stale),
             ("Check 'serfHealth' is in critical state", Said::Permanent),
             ("rpc error making call: No cluster leader", Said::Other),
+            ("key \"x\" exists", Said::Changed),
+            ("failed index check for key \"x\", current modify index 13 != 1", Said::Changed),
+            ("failed to check index, key \"x\" doesn't exist", Said::NotOurs),
+            // A key's name never counts as the reason.
+            ("failed to lock key \"a/lock delay\": lock is already held", Said::Held),
+            ("key \"permission denied \\\"x\\\" exists\" exists", Said::Changed),
         ];
         for (text, said) in cases {
             assert_eq!(classify(text), said, "{text}");
