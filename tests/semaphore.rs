@@ -231,3 +231,30 @@ proptest! {
         prop_assert!(matches!(e, Error::Transport(_)), "{}", e);
     }
 }
+
+/// The blocking mirror: the same layout and guarantees with plain methods.
+#[test]
+fn blocking_semaphore() {
+    use consul_lock::blocking;
+    let prefix = unique("sem-blocking");
+    let c = blocking::Client::builder().address(consul().http_addr()).build().unwrap();
+    let a = blocking::Semaphore::new(&prefix, 2).client(c.clone()).hold().unwrap();
+    let mut b = blocking::Semaphore::new(&prefix, 2).client(c.clone());
+    assert!(b.acquire(true).unwrap());
+    assert!(b.token().unwrap() > a.token());
+    let mut full = blocking::Semaphore::new(&prefix, 2).client(c.clone()).acquire_timeout(Duration::ZERO);
+    assert!(!full.acquire(false).unwrap());
+    assert!(!a.lost_timeout(Duration::from_millis(100)), "held");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(destroy_session(a.session_id()));
+    assert!(a.lost_timeout(Duration::from_secs(10)), "lost once its session is destroyed");
+    assert!(!a.is_held());
+    a.release().unwrap();
+    b.release().unwrap();
+    let session = blocking::Session::new(&c, Duration::from_secs(15)).unwrap();
+    let p = session.semaphore(&prefix, 2).hold().unwrap();
+    assert_eq!(p.session_id(), session.id());
+    p.release().unwrap();
+    session.destroy().unwrap();
+    assert!(rt.block_on(holders(&prefix)).is_empty());
+}
