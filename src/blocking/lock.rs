@@ -58,8 +58,8 @@ where
 }
 
 /// The loss of `hold`, as a future that owns it.
-fn hold_lost(hold: Arc<crate::hold::Hold>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move { hold.wait_lost().await }
+async fn hold_lost(hold: Arc<crate::hold::Hold>) {
+    hold.wait_lost().await
 }
 
 impl EphemeralLock {

@@ -36,8 +36,9 @@ macro_rules! setters {
     )*};
 }
 
-fn permit_lost(permit: Arc<Permit>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move { permit.wait_lost().await }
+/// The loss of `permit`, as a future that owns it.
+async fn permit_lost(permit: Arc<Permit>) {
+    permit.wait_lost().await
 }
 
 impl Semaphore {
