@@ -100,7 +100,14 @@ async fn measured<F: std::future::Future<Output = Vec<f64>>>(
     ctl.settle(0).await;
     let (r1, w1) = (proxy.get(), ctl.applied_index().await);
     let per = |d: u64| d as f64 / units.max(1) as f64;
-    Row { what, n: samples.len(), p50: pct(&samples, 50.0), p99: pct(&samples, 99.0), requests: per(r1 - r0), raft: per(w1 - w0) }
+    Row {
+        what,
+        n: samples.len(),
+        p50: pct(&samples, 0.50),
+        p99: pct(&samples, 0.99),
+        requests: per(r1 - r0),
+        raft: per(w1 - w0),
+    }
 }
 
 fn go_bin() -> String {
@@ -144,10 +151,8 @@ fn process_cycles(go: bool, prefix: &str, proxy: &str, n: usize) -> Vec<f64> {
 fn contended(go: bool, prefix: &str, proxy: &str, procs: usize, turns: usize, dir: &std::path::Path) -> Vec<f64> {
     let log = dir.join(format!("log-{}-{procs}", if go { "go" } else { "ours" }));
     let _ = std::fs::remove_file(&log);
-    let section = format!(
-        "echo \"$(date +%s%N) 1\" >> {l}; sleep 0.005; echo \"$(date +%s%N) 0\" >> {l}",
-        l = log.display()
-    );
+    let section =
+        format!("echo \"$(date +%s%N) 1\" >> {l}; sleep 0.005; echo \"$(date +%s%N) 0\" >> {l}", l = log.display());
     let one = client_cmd(go, prefix, &section);
     let mut children: Vec<_> =
         (0..procs).map(|_| sh(&format!("for i in $(seq {turns}); do {one} || exit 1; done"), proxy)).collect();
@@ -198,7 +203,11 @@ pub(crate) async fn part_semaphore(cfg: &Config) {
     rows.push(measured(&ctl, &proxy, "cycle, library (`Semaphore` hold + release)".into(), n, lib).await);
     let procs = (n / 10).max(5);
     for go in [false, true] {
-        let what = if go { "cycle, `consul lock -n 2 P true` (process)" } else { "cycle, `consul-lock run --limit 2 P -- true` (process)" };
+        let what = if go {
+            "cycle, `consul lock -n 2 P true` (process)"
+        } else {
+            "cycle, `consul-lock run --limit 2 P -- true` (process)"
+        };
         let prefix = if go { "bench/sem/go-cycle" } else { "bench/sem/cli-cycle" };
         let addr = proxy.addr.clone();
         let work = async move { tokio::task::block_in_place(|| process_cycles(go, prefix, &addr, procs)) };
@@ -211,7 +220,8 @@ pub(crate) async fn part_semaphore(cfg: &Config) {
             let what = format!("handoff, {contenders} processes, {side}");
             let prefix = format!("bench/sem/{}-{contenders}", if go { "go" } else { "ours" });
             let (addr, dir) = (proxy.addr.clone(), dir.clone());
-            let work = async move { tokio::task::block_in_place(|| contended(go, &prefix, &addr, contenders, turns, &dir)) };
+            let work =
+                async move { tokio::task::block_in_place(|| contended(go, &prefix, &addr, contenders, turns, &dir)) };
             eprintln!("semaphore: {what} ...");
             rows.push(measured(&ctl, &proxy, what, contenders * turns, work).await);
         }
