@@ -104,6 +104,11 @@ where
 }
 pub mod child;
 pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod netns;
 pub mod peer;
 pub mod proxy;
+pub mod register;
 pub mod worker;
+pub mod workload;
