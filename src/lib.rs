@@ -8,6 +8,8 @@
 //!   future under the lock and stops it if the lock is lost.
 //! - [`Session`]: many locks through one session, renewed once for all of them — for a process that
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
+//! - [`Semaphore`]: at most N holders of a prefix at once ([`SemaphorePermit`]), Consul's semaphore
+//!   recipe, sharing slots with Go's `api.Semaphore` and `consul lock -n N`.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words
