@@ -49,6 +49,7 @@ fn main() {
                 dir: dir.clone(),
                 pause,
                 lock_delay: if i % 2 == 0 { Duration::ZERO } else { Duration::from_secs(1) },
+                limit: None,
             };
             Command::new(&exe).envs(spec.to_env()).stdin(Stdio::null()).spawn().expect("spawn a worker")
         })

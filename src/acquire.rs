@@ -185,11 +185,7 @@ impl Acquire {
 
     /// Wait for `fut` unless the caller goes away first.
     async fn unless_cancelled<F: Future>(tx: &mut oneshot::Sender<Reply>, fut: F) -> Step<F::Output> {
-        tokio::select! {
-            biased;
-            _ = tx.closed() => Err(Stop::Cancelled),
-            out = fut => Ok(out),
-        }
+        crate::task::unless_closed(tx, fut).await.ok_or(Stop::Cancelled)
     }
 
     /// Writes get at least one attempt even with a zero timeout, and a bounded retry without one.

@@ -516,6 +516,95 @@ impl Client {
     }
 }
 
+/// Outcome of taking a semaphore slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Our contender key is held and we are in `Holders`; the write's ModifyIndex (the token).
+    Admitted { token: u64 },
+    /// The coordination key changed since it was read (or our contender key is another's): read again.
+    Stale,
+    /// Our contender key is in its lock-delay.
+    LockDelay,
+    /// Our session no longer exists: Consul's answer, as it said it.
+    InvalidSession { status: u16, message: String },
+}
+
+/// Outcome of leaving a semaphore's holders.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// Written (and the contender key deleted, when asked).
+    Done,
+    /// The coordination key changed since it was read: read again.
+    Stale,
+    /// The contender key is no longer held by our session.
+    NotOurs,
+}
+
+/// What a semaphore writes: the contender key and the coordination key, with the same flags.
+pub(crate) struct SemaphoreWrite<'a> {
+    pub(crate) flags: u64,
+    pub(crate) lock_key: &'a str,
+    pub(crate) slots: &'a [u8],
+    /// The coordination key's ModifyIndex the write checks (0: it must not exist).
+    pub(crate) index: u64,
+    pub(crate) session: &'a str,
+    pub(crate) contender: &'a str,
+}
+
+impl Client {
+    /// Take a slot in one transaction: hold our contender key (with its value) and check-and-set the
+    /// coordination key with us among the holders. Rolled back as a whole if either fails.
+    pub(crate) async fn txn_admit(&self, w: &SemaphoreWrite<'_>, value: &[u8]) -> Result<Admission> {
+        let ops = [
+            TxnOp::kv("lock", w.contender, Some(value), Some(w.session)).flags(w.flags),
+            TxnOp::kv("cas", w.lock_key, Some(w.slots), None).flags(w.flags).index(w.index),
+        ];
+        match self.txn::<KvEntry>(txn_body(&ops)).await {
+            Ok(Txn::Committed(kvs)) => kvs
+                .get(1)
+                .map(|kv| kv.modify_index)
+                .filter(|i| *i > 0)
+                .map(|token| Admission::Admitted { token })
+                .ok_or_else(|| Error::decode(self.address(), "semaphore transaction returned no ModifyIndex")),
+            Ok(Txn::RolledBack(what)) => match classify(&what) {
+                Said::InvalidSession => Ok(Admission::InvalidSession { status: 409, message: what }),
+                Said::LockDelay => Ok(Admission::LockDelay),
+                Said::Stale | Said::Held => Ok(Admission::Stale),
+                _ => Err(self.rolled_back(what)),
+            },
+            Err(e) => match invalid_session(e) {
+                Ok((status, message)) => Ok(Admission::InvalidSession { status, message }),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Leave a semaphore in one transaction: check-and-set the coordination key without us and,
+    /// when `delete_contender`, delete our contender key only if our session still holds it.
+    pub(crate) async fn txn_leave(&self, w: &SemaphoreWrite<'_>, delete_contender: bool) -> Result<Left> {
+        let mut ops = vec![TxnOp::kv("cas", w.lock_key, Some(w.slots), None).flags(w.flags).index(w.index)];
+        if delete_contender {
+            ops.push(TxnOp::kv("check-session", w.contender, None, Some(w.session)));
+            ops.push(TxnOp::kv("delete", w.contender, None, None));
+        }
+        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
+            Txn::Committed(_) => Ok(Left::Done),
+            Txn::RolledBack(what) => match classify(&what) {
+                Said::NotOurs if delete_contender => Ok(Left::NotOurs),
+                Said::Stale => Ok(Left::Stale),
+                _ => Err(self.rolled_back(what)),
+            },
+        }
+    }
+
+    /// `GET /v1/kv/<prefix>?recurse` (a plain read): every entry under `prefix`.
+    pub(crate) async fn kv_list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
+        let path = format!("kv/{}", key::encode_path(prefix));
+        let reply = self.call(Method::GET, &path, &[("recurse", "")], None, self.request_timeout()).await?;
+        decode_kv_entries(self, reply)
+    }
+}
+
 /// Consul 1.8 reports an unknown session as HTTP 500 on some paths: `Ok((status, message))` for
 /// that error, the error itself otherwise.
 fn invalid_session(e: Error) -> std::result::Result<(u16, String), Error> {

@@ -48,6 +48,18 @@ pub enum Error {
         flags: u64,
     },
 
+    /// The semaphore's coordination key stores another limit than this contender's: every
+    /// contender of a prefix must use the same limit (Go's "semaphore limit conflict").
+    #[error("semaphore limit conflict on {prefix:?}: this contender's limit is {limit}, the stored limit is {stored}; every contender of a prefix must use the same limit")]
+    LimitConflict {
+        /// The semaphore's prefix.
+        prefix: String,
+        /// Our limit.
+        limit: u32,
+        /// The limit stored in `PREFIX/.lock`.
+        stored: i64,
+    },
+
     /// `acquire` was called on a lock that already holds its key. Locks are not re-entrant.
     #[error("this lock already holds its key; locks are not re-entrant (release it before acquiring again)")]
     AlreadyHeld,
@@ -231,6 +243,8 @@ pub(crate) enum Said {
     Held,
     /// A `check-session` failed or the key does not exist: not ours.
     NotOurs,
+    /// A check-and-set found a newer `ModifyIndex` ("index is stale").
+    Stale,
     /// A `check-not-exists` found the key, or a `check-index` found it changed.
     Changed,
     /// Another permanent refusal (`serfHealth` critical, unknown datacenter, bad TTL, unknown token).
@@ -255,6 +269,8 @@ pub(crate) fn classify(message: &str) -> Said {
         Said::Held
     } else if has("failed session check") || has("doesn't exist") {
         Said::NotOurs
+    } else if has("index is stale") {
+        Said::Stale
     } else if has(" exists") || has("failed index check") {
         Said::Changed
     } else if ["serfhealth", "no path to datacenter", "acl not found", "must be between"].iter().any(|p| has(p)) {
@@ -355,6 +371,7 @@ mod tests {
             ("failed to lock key \"k\": lock is already held", Said::Held),
             ("failed session check for key \"k\"", Said::NotOurs),
             ("key \"k\" doesn't exist", Said::NotOurs),
+            ("failed to set key \"p/.lock\", index is stale", Said::Stale),
             ("Check 'serfHealth' is in critical state", Said::Permanent),
             ("rpc error making call: No cluster leader", Said::Other),
             ("key \"x\" exists", Said::Changed),

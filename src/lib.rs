@@ -8,6 +8,8 @@
 //!   future under the lock and stops it if the lock is lost.
 //! - [`Session`]: many locks through one session, renewed once for all of them — for a process that
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
+//! - [`Semaphore`]: at most N holders of a prefix at once ([`SemaphorePermit`]), Consul's semaphore
+//!   recipe, sharing slots with Go's `api.Semaphore` and `consul lock -n N`.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words
@@ -70,8 +72,11 @@
 //   session, shared                         — Consul sessions; the public shared `Session`
 //   hold, queue, acquire                    — a held lock, the fair queue, the acquire procedure
 //   lock, guard                             — the public `EphemeralLock` and `LockGuard`
+//   slots, permit, admit, semaphore         — the semaphore: its coordination key, a held slot,
+//                                             the acquire procedure, the public `Semaphore`
 //   blocking, testing                       — the blocking mirror; test support
 mod acquire;
+mod admit;
 mod api;
 pub mod blocking;
 mod client;
@@ -84,10 +89,13 @@ mod key;
 mod lock;
 mod metrics;
 mod mutex;
+mod permit;
 mod queue;
 mod retry;
+mod semaphore;
 mod session;
 mod shared;
+mod slots;
 mod task;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -102,5 +110,7 @@ pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
 pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use permit::SemaphorePermit;
+pub use semaphore::{Semaphore, SemaphoreState};
 pub use session::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
 pub use shared::Session;

@@ -18,6 +18,19 @@ pub(crate) async fn join<T>(task: JoinHandle<T>, what: &str) -> Result<T> {
     }
 }
 
+/// Await `fut` unless the caller waiting on `tx` goes away first (`None`). For waits only, never
+/// around a write: a write once sent is always awaited, so its outcome is owned.
+pub(crate) async fn unless_closed<T, F: std::future::Future>(
+    tx: &mut tokio::sync::oneshot::Sender<T>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = tx.closed() => None,
+        out = fut => Some(out),
+    }
+}
+
 /// The error for an operation whose task or runtime stopped before it finished.
 pub(crate) fn stopped(what: &str) -> Error {
     Error::Cancelled(format!("{what}: its task was stopped (is the tokio runtime shutting down?)"))

@@ -49,6 +49,7 @@ fn processes_take_turns_on_one_key() {
                 pause: Duration::from_millis(2),
                 // Half release by session destroy (zero lock-delay), half by the owner-checked delete.
                 lock_delay: if i % 2 == 0 { Duration::ZERO } else { Duration::from_secs(1) },
+                limit: None,
             };
             spawn_self(WORKER, &spec.to_env())
         })

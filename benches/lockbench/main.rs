@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Parts: `latency` (raw floors and uncontended cycles, async and blocking, interleaved in rounds),
-//! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session).
+//! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
+//! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
@@ -18,6 +19,7 @@ mod common;
 mod contention;
 mod latency;
 mod scale;
+mod semaphore;
 mod worker;
 
 use std::io::Write;
@@ -34,8 +36,11 @@ fn main() {
         worker_main();
         return;
     }
-    let parts: Vec<&str> =
-        if args.is_empty() { vec!["latency", "contend", "scale"] } else { args.iter().map(String::as_str).collect() };
+    let parts: Vec<&str> = if args.is_empty() {
+        vec!["latency", "contend", "scale", "semaphore"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
     let _dev;
     let addr = match std::env::var("LOCKBENCH_CONSUL") {
         Ok(a) if !a.is_empty() => a,
@@ -92,7 +97,8 @@ fn main() {
                 print_contend(&results);
             }
             "scale" => rt.block_on(part_scale(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale)"),
+            "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore)"),
         }
         let _ = std::io::stdout().flush();
     }

@@ -37,20 +37,29 @@ macro_rules! setters {
     )*};
 }
 
-/// Block until `hold` is known lost, at most `timeout` (`None`: forever); `true` if lost.
-fn wait_lost(rt: &Runtime, hold: Option<Arc<crate::hold::Hold>>, timeout: Option<Duration>) -> bool {
-    let Some(hold) = hold else { return true };
+/// Block until `lost` resolves, at most `timeout` (`None`: forever); `true` if it did. Nothing to
+/// wait for (`None`) counts as lost.
+pub(super) fn wait_lost<F>(rt: &Runtime, lost: Option<F>, timeout: Option<Duration>) -> bool
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(lost) = lost else { return true };
     let lost = async move {
         match timeout {
-            Some(t) => tokio::time::timeout(t, hold.wait_lost()).await.is_ok(),
+            Some(t) => tokio::time::timeout(t, lost).await.is_ok(),
             None => {
-                hold.wait_lost().await;
+                lost.await;
                 true
             }
         }
     };
     // A stopped runtime cannot renew: the lock is as good as lost.
     rt.block_on(lost).unwrap_or(true)
+}
+
+/// The loss of `hold`, as a future that owns it.
+async fn hold_lost(hold: Arc<crate::hold::Hold>) {
+    hold.wait_lost().await
 }
 
 impl EphemeralLock {
@@ -183,7 +192,7 @@ impl EphemeralLock {
 
     fn lost_timeout_inner(&self, timeout: Option<Duration>) -> bool {
         match (&self.client, self.inner.as_ref().and_then(|l| l.current_hold())) {
-            (Some(c), Some(hold)) => wait_lost(&c.rt, Some(hold), timeout),
+            (Some(c), Some(hold)) => wait_lost(&c.rt, Some(hold_lost(hold)), timeout),
             _ => true,
         }
     }
@@ -241,12 +250,12 @@ impl LockGuard {
 
     /// Block until the lock is known lost (see [`crate::LockGuard::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(self.inner.hold.clone()), None);
+        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), None);
     }
 
     /// Block until the lock is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(self.inner.hold.clone()), Some(timeout))
+        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), Some(timeout))
     }
 
     /// The former name of [`lost_timeout`](Self::lost_timeout).

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::lock::EphemeralLock;
+use super::semaphore::Semaphore;
 use crate::error::Result;
 
 /// Blocking [`crate::Session`]: the same guarantees, with plain methods.
@@ -47,6 +48,12 @@ impl Session {
     /// A blocking lock on `key` bound to this session (see [`crate::Session::lock`]).
     pub fn lock(&self, key: impl Into<String>) -> EphemeralLock {
         EphemeralLock::bound(self.inner.lock(key), self.client.clone())
+    }
+
+    /// A blocking semaphore on `prefix` with `limit` slots bound to this session (see
+    /// [`crate::Session::semaphore`]).
+    pub fn semaphore(&self, prefix: impl Into<String>, limit: u32) -> Semaphore {
+        Semaphore::bound(self.inner.semaphore(prefix, limit), self.client.clone())
     }
 
     /// The Consul session ID.

@@ -49,6 +49,15 @@ pub async fn raw_kv(encoded_key: &str) -> Option<Value> {
     Some(v[0].clone())
 }
 
+/// Raw `GET /v1/kv/<prefix>?keys`: every key under `prefix` (empty when none).
+pub async fn raw_keys(prefix: &str) -> Vec<String> {
+    let r = http().get(url(&format!("/v1/kv/{prefix}?keys"))).send().await.unwrap();
+    if r.status() == 404 {
+        return Vec::new();
+    }
+    r.json().await.unwrap()
+}
+
 /// The session currently holding `encoded_key`, if any.
 pub async fn raw_holder(encoded_key: &str) -> Option<String> {
     raw_kv(encoded_key).await.and_then(|e| e["Session"].as_str().map(str::to_owned)).filter(|s| !s.is_empty())
@@ -98,6 +107,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod netns;
+pub mod peer;
 pub mod proxy;
 pub mod register;
 pub mod worker;

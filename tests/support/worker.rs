@@ -1,12 +1,13 @@
-//! The contender of the mutual-exclusion runs: take the lock, read-modify-write a shared counter
-//! file with a pause in between, record (fencing token, pid, enter, exit), release; repeat.
-//! Used by `tests/exclusion.rs` (child processes) and `examples/stress.rs` (the full-size run),
-//! which also share [`check`], the verdict on the merged records.
+//! The contender of the mutual-exclusion runs: take the lock (or, with a limit, a semaphore slot),
+//! read-modify-write a shared counter file with a pause in between (lock only), record (token, pid,
+//! enter, exit), release; repeat. Used by `tests/exclusion.rs` and `tests/semaphore_exclusion.rs`
+//! (child processes) and `examples/stress.rs` (the full-size run), which also share [`check`] and
+//! [`check_limit`], the verdicts on the merged records.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use consul_lock::{Client, EphemeralLock};
+use consul_lock::{Client, EphemeralLock, Semaphore};
 
 /// One critical section as seen by its process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct WorkerSpec {
     /// Alternates release paths: a zero lock-delay releases by destroying the session, a non-zero
     /// one by the owner-checked delete.
     pub lock_delay: Duration,
+    /// `Some(n)`: take a slot of a semaphore with `n` slots on `key` (as a prefix) instead of the lock.
+    pub limit: Option<u32>,
 }
 
 impl WorkerSpec {
@@ -41,6 +44,7 @@ impl WorkerSpec {
             ("CL_WORKER_DIR".into(), self.dir.display().to_string()),
             ("CL_WORKER_PAUSE_US".into(), self.pause.as_micros().to_string()),
             ("CL_WORKER_LOCK_DELAY_MS".into(), self.lock_delay.as_millis().to_string()),
+            ("CL_WORKER_LIMIT".into(), self.limit.map_or_else(String::new, |n| n.to_string())),
         ]
     }
 
@@ -53,6 +57,7 @@ impl WorkerSpec {
             dir: get("CL_WORKER_DIR")?.into(),
             pause: Duration::from_micros(get("CL_WORKER_PAUSE_US")?.parse().ok()?),
             lock_delay: Duration::from_millis(get("CL_WORKER_LOCK_DELAY_MS")?.parse().ok()?),
+            limit: get("CL_WORKER_LIMIT").and_then(|n| n.parse().ok()),
         })
     }
 }
@@ -68,6 +73,9 @@ pub async fn run_worker(spec: &WorkerSpec) -> Result<(), String> {
     let counter = spec.dir.join("counter");
     let pid = std::process::id();
     let mut sections = Vec::with_capacity(spec.iterations as usize);
+    if let Some(limit) = spec.limit {
+        return run_slot_worker(spec, &client, limit).await;
+    }
     for i in 0..spec.iterations {
         let guard = EphemeralLock::new(&spec.key)
             .client(client.clone())
@@ -88,8 +96,75 @@ pub async fn run_worker(spec: &WorkerSpec) -> Result<(), String> {
         sections.push(Section { token: guard.fencing_token(), pid, enter, exit });
         guard.release().await.map_err(|e| format!("iteration {i}: release failed: {e}"))?;
     }
+    write_log(spec, &sections)
+}
+
+fn write_log(spec: &WorkerSpec, sections: &[Section]) -> Result<(), String> {
     let log: String = sections.iter().map(|s| format!("{} {} {} {}\n", s.token, s.pid, s.enter, s.exit)).collect();
-    std::fs::write(spec.dir.join(format!("log-{pid}")), log).map_err(|e| format!("write log: {e}"))
+    std::fs::write(spec.dir.join(format!("log-{}", std::process::id())), log).map_err(|e| format!("write log: {e}"))
+}
+
+/// The semaphore variant: no counter (up to `limit` are inside at once), only the records.
+async fn run_slot_worker(spec: &WorkerSpec, client: &Client, limit: u32) -> Result<(), String> {
+    let mut sections = Vec::with_capacity(spec.iterations as usize);
+    for i in 0..spec.iterations {
+        let permit = Semaphore::new(&spec.key, limit)
+            .client(client.clone())
+            .ttl(Duration::from_secs(10))
+            .lock_delay(spec.lock_delay)
+            .acquire_timeout(Duration::from_secs(300))
+            .hold()
+            .await
+            .map_err(|e| format!("iteration {i}: acquire failed: {e}"))?;
+        let enter = now_ns();
+        tokio::time::sleep(spec.pause).await;
+        let exit = now_ns();
+        if !permit.is_held() {
+            return Err(format!("iteration {i}: slot lost inside the critical section"));
+        }
+        sections.push(Section { token: permit.token(), pid: std::process::id(), enter, exit });
+        permit.release().await.map_err(|e| format!("iteration {i}: release failed: {e}"))?;
+    }
+    write_log(spec, &sections)
+}
+
+/// The semaphore verdict: every section recorded, never more than `limit` inside at once (and
+/// `limit` reached, so the slots were used), tokens unique and increasing within each process.
+/// Returns the most sections seen inside at once.
+pub fn check_limit(dir: &Path, expected: usize, limit: usize) -> Result<usize, String> {
+    let s = read_sections(dir)?;
+    if s.len() != expected {
+        return Err(format!("{} sections recorded, {expected} expected", s.len()));
+    }
+    let max = max_inside(s.iter().map(|x| (x.enter, x.exit)));
+    if max > limit {
+        return Err(format!("{max} sections inside at once; the limit is {limit}"));
+    }
+    let tokens: std::collections::HashSet<u64> = s.iter().map(|x| x.token).collect();
+    if tokens.len() != s.len() {
+        return Err("two admissions share a token".into());
+    }
+    for pid in s.iter().map(|x| x.pid).collect::<std::collections::HashSet<_>>() {
+        let mut mine: Vec<&Section> = s.iter().filter(|x| x.pid == pid).collect();
+        mine.sort_by_key(|x| x.enter);
+        if mine.windows(2).any(|w| w[1].token <= w[0].token) {
+            return Err(format!("tokens of process {pid} do not increase"));
+        }
+    }
+    Ok(max)
+}
+
+/// The most intervals that overlap at one instant (an exit at the same instant as an enter does
+/// not overlap it).
+pub fn max_inside(intervals: impl Iterator<Item = (u128, u128)>) -> usize {
+    let mut events: Vec<(u128, i32)> = intervals.flat_map(|(a, b)| [(a, 1), (b, -1)]).collect();
+    events.sort(); // at equal times the exit (-1) sorts first
+    let (mut inside, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        inside += d;
+        max = max.max(inside);
+    }
+    max as usize
 }
 
 fn read_counter(path: &Path) -> Result<u64, String> {

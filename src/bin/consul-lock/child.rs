@@ -8,9 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use consul_lock::LockGuard;
-
 use crate::exit::{self, Failure};
+use crate::held::Held;
 use crate::signals::{self, Caught};
 
 /// How the command ended.
@@ -26,9 +25,9 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// Run `argv` while `guard` holds the lock, until it exits.
+/// Run `argv` while `guard` holds the lock (or slot), until it exits.
 pub(crate) async fn run(
-    guard: &LockGuard,
+    guard: &Held,
     argv: &[String],
     kill_after: Duration,
     signals: &mut UnboundedReceiver<Caught>,
@@ -38,8 +37,9 @@ pub(crate) async fn run(
     cmd.args(args)
         .env("CONSUL_LOCK_KEY", guard.key())
         .env("CONSUL_LOCK_SESSION", guard.session_id())
-        .env("CONSUL_LOCK_FENCING_TOKEN", guard.fencing_token().to_string())
-        .env("CONSUL_LOCK_HELD", "true") // as `consul lock` sets it
+        .env("CONSUL_LOCK_FENCING_TOKEN", guard.token().to_string())
+        // As `consul lock` sets it for its child.
+        .env("CONSUL_LOCK_HELD", "true")
         .kill_on_drop(false);
     stop_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
@@ -63,7 +63,7 @@ pub(crate) async fn run(
             _ = &mut lost, if !lost_seen => {
                 lost_seen = true;
                 say_err!(
-                    "consul-lock: the lock on {:?} was lost (session expired or destroyed); stopping the command: \
+                    "consul-lock: the lock on {:?} was lost (session expired or destroyed, or the slot taken away); stopping the command: \
                      SIGTERM now, SIGKILL in {}",
                     guard.key(),
                     crate::timefmt::short(kill_after)

@@ -95,7 +95,11 @@ Examples:
   consul-lock run -n jobs/backup -- /usr/local/bin/backup.sh
   consul-lock run -w 60 --ttl 30s migrations/users -- ./migrate up
 
-The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and CONSUL_LOCK_HELD=true.
+  consul-lock run --limit 3 jobs/encoder -- ./encode.sh   # at most 3 at once in the fleet
+
+The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and
+CONSUL_LOCK_HELD=true. With --limit N, KEY is a semaphore prefix shared with `consul lock -n N`
+(CONSUL_LOCK_KEY is then our contender key PREFIX/<session>).
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
@@ -137,7 +141,12 @@ pub(crate) struct RunArgs {
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
-    /// The Consul KV key to lock, e.g. jobs/nightly-report
+    /// Run under one of N slots of a semaphore on the prefix KEY (Consul's semaphore recipe, as
+    /// `consul lock -n N KEY`); every contender of KEY must use the same N
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) limit: Option<u32>,
+
+    /// The Consul KV key to lock, e.g. jobs/nightly-report (with --limit: the semaphore's prefix)
     #[arg(value_name = "KEY")]
     pub(crate) key: String,
 
@@ -154,7 +163,7 @@ Examples:
   consul-lock status jobs/backup --json | jq -r .hostname   # who holds it?
   CONSUL_HTTP_ADDR=unix:///run/consul/http.sock consul-lock status jobs/backup")]
 pub(crate) struct StatusArgs {
-    /// The Consul KV key of the lock
+    /// The Consul KV key of the lock, or a semaphore's prefix (told apart by PREFIX/.lock's flags)
     #[arg(value_name = "KEY")]
     pub(crate) key: String,
 

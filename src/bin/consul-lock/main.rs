@@ -31,6 +31,7 @@ mod cli;
 mod connect;
 mod docs;
 mod exit;
+mod held;
 mod progress;
 mod run;
 mod signals;

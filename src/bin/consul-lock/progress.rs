@@ -23,7 +23,15 @@ const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '�
 pub(crate) enum Seen {
     Unknown,
     Free,
-    Held { session: String, report: Box<Report> },
+    Held {
+        session: String,
+        report: Box<Report>,
+    },
+    /// A semaphore with every slot taken: how many holders, of how many slots.
+    Full {
+        holders: usize,
+        limit: i64,
+    },
     Error(String),
 }
 
@@ -34,6 +42,7 @@ impl Seen {
             Seen::Free => "the key is free (in its lock-delay, or just released); retrying".into(),
             Seen::Held { report, .. } if compact => format!("held by {}", report.holder_short()),
             Seen::Held { report, .. } => format!("held by {}", report.holder_line()),
+            Seen::Full { holders, limit } => format!("{holders} of {limit} slots taken"),
             Seen::Error(e) => format!("cannot read the holder ({e}); still trying"),
         }
     }
@@ -48,20 +57,18 @@ impl Seen {
     }
 }
 
-/// Re-read the holder of `key` every [`POLL`] until dropped (abort the task).
-pub(crate) fn poll_holder(client: Client, key: String) -> (watch::Receiver<Seen>, tokio::task::JoinHandle<()>) {
+/// Re-read the holder of `key` (with `limit`: the semaphore on the prefix `key`) every [`POLL`]
+/// until dropped (abort the task).
+pub(crate) fn poll_holder(
+    client: Client,
+    key: String,
+    limit: Option<u32>,
+) -> (watch::Receiver<Seen>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Seen::Unknown);
     let task = tokio::spawn(async move {
         tokio::time::sleep(QUIET_START).await;
         loop {
-            let seen = match client.holder(&key).await {
-                Ok(None) => Seen::Free,
-                Ok(Some(h)) => {
-                    let report = Box::new(Report::new(&key, Some(&h), None));
-                    Seen::Held { session: h.session_id, report }
-                }
-                Err(e) => Seen::Error(crate::exit::one_line(&e.to_string())),
-            };
+            let seen = if limit.is_some() { read_slots(&client, &key).await } else { read_holder(&client, &key).await };
             if tx.send(seen).is_err() {
                 return;
             }
@@ -69,6 +76,25 @@ pub(crate) fn poll_holder(client: Client, key: String) -> (watch::Receiver<Seen>
         }
     });
     (rx, task)
+}
+
+async fn read_holder(client: &Client, key: &str) -> Seen {
+    match client.holder(key).await {
+        Ok(None) => Seen::Free,
+        Ok(Some(h)) => {
+            let report = Box::new(Report::new(key, Some(&h), None));
+            Seen::Held { session: h.session_id, report }
+        }
+        Err(e) => Seen::Error(crate::exit::one_line(&e.to_string())),
+    }
+}
+
+async fn read_slots(client: &Client, prefix: &str) -> Seen {
+    match client.semaphore(prefix).await {
+        Ok(None) => Seen::Free,
+        Ok(Some(s)) => Seen::Full { holders: s.holders.len(), limit: s.limit },
+        Err(e) => Seen::Error(crate::exit::one_line(&e.to_string())),
+    }
 }
 
 /// The waiting display.

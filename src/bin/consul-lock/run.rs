@@ -1,14 +1,16 @@
-//! `consul-lock run KEY -- CMD...`: wait for the lock (showing progress), run the command under it,
-//! release it once the command has exited, and exit with the command's code.
+//! `consul-lock run [--limit N] KEY -- CMD...`: wait for the lock or a semaphore slot (showing
+//! progress), run the command under it, release it once the command has exited, and exit with the
+//! command's code.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use consul_lock::{Client, EphemeralLock, Error, LockGuard};
+use consul_lock::{Client, EphemeralLock, Error, Semaphore};
 
 use crate::cli::RunArgs;
 use crate::exit::{self, Failure};
+use crate::held::Held;
 use crate::progress::{self, Progress};
 use crate::signals::Caught;
 use crate::status::Report;
@@ -19,35 +21,21 @@ pub(crate) async fn run(client: Client, args: RunArgs) -> Result<i32, Failure> {
         .map_err(|e| Failure::new(exit::RUN_FAILED, format!("cannot install the signal handlers: {e}")))?;
 
     let timeout = if args.no_wait { Duration::ZERO } else { args.timeout.unwrap_or(Duration::MAX) };
-    let lock = |timeout: Duration| {
-        let mut lock = EphemeralLock::new(args.key.clone())
-            .client(client.clone())
-            .ttl(args.ttl)
-            .lock_delay(args.lock_delay)
-            .acquire_timeout(timeout);
-        if let Some(v) = &args.value {
-            lock = lock.value(v.clone().into_bytes());
-        }
-        if let Some(n) = &args.name {
-            lock = lock.session_name(n.clone());
-        }
-        lock
-    };
 
     // 1. One attempt first: the usual uncontended case costs nothing more, and bad settings or an
     //    unreachable agent are reported at once (a waiting acquire rides out Consul outages).
-    let first = lock(Duration::ZERO).hold().await;
+    let first = take(&client, &args, Duration::ZERO).await;
     let guard = match first {
         Ok(g) => g,
         Err(Error::NotAcquired { .. }) if !timeout.is_zero() => {
-            match wait(&client, &args, lock(timeout), &mut signals).await? {
+            match wait(&client, &args, take(&client, &args, timeout), &mut signals).await? {
                 Ok(g) => g,
                 Err(code) => return Ok(code),
             }
         }
         Err(e) => return conflict_or_failure(&args, timeout, e),
     };
-    tracing::debug!(session = guard.session_id(), token = guard.fencing_token(), "acquired");
+    tracing::debug!(session = guard.session_id(), token = guard.token(), "acquired");
 
     // A signal that arrived before the command exists (during the first attempt) cancels the run.
     if let Ok(sig) = signals.try_recv() {
@@ -88,15 +76,47 @@ pub(crate) async fn run(client: Client, args: RunArgs) -> Result<i32, Failure> {
     Ok(code)
 }
 
+/// Take the lock, or a slot with `--limit`, waiting up to `timeout`.
+async fn take(client: &Client, args: &RunArgs, timeout: Duration) -> consul_lock::Result<Held> {
+    let value = args.value.clone().map(String::into_bytes);
+    if let Some(limit) = args.limit {
+        let mut sem = Semaphore::new(args.key.clone(), limit)
+            .client(client.clone())
+            .ttl(args.ttl)
+            .lock_delay(args.lock_delay)
+            .acquire_timeout(timeout);
+        if let Some(v) = value {
+            sem = sem.value(v);
+        }
+        if let Some(n) = &args.name {
+            sem = sem.session_name(n.clone());
+        }
+        return sem.hold().await.map(Held::Slot);
+    }
+    let mut lock = EphemeralLock::new(args.key.clone())
+        .client(client.clone())
+        .ttl(args.ttl)
+        .lock_delay(args.lock_delay)
+        .acquire_timeout(timeout);
+    if let Some(v) = value {
+        lock = lock.value(v);
+    }
+    if let Some(n) = &args.name {
+        lock = lock.session_name(n.clone());
+    }
+    lock.hold().await.map(Held::Lock)
+}
+
 /// The lock was not had: the conflict code (NotAcquired), or consul-lock's own failure.
 fn conflict_or_failure(args: &RunArgs, timeout: Duration, e: Error) -> Result<i32, Failure> {
     let Error::NotAcquired { holder, waited, .. } = e else {
         return Err(Failure::from_lib(exit::RUN_FAILED, &e, &address_of(&e)));
     };
     if !args.quiet {
-        let who = match holder.as_deref() {
-            Some(h) => Report::new(&args.key, Some(h), None).holder_line(),
-            None => "another session".to_owned(),
+        let who = match (holder.as_deref(), args.limit) {
+            (_, Some(n)) => format!("{n} holders (all slots taken)"),
+            (Some(h), None) => Report::new(&args.key, Some(h), None).holder_line(),
+            (None, None) => "another session".to_owned(),
         };
         let waited = if timeout.is_zero() {
             "not waiting (-n)".to_owned()
@@ -119,13 +139,13 @@ fn address_of(e: &Error) -> String {
 async fn wait(
     client: &Client,
     args: &RunArgs,
-    lock: EphemeralLock,
+    take: impl std::future::Future<Output = consul_lock::Result<Held>>,
     signals: &mut UnboundedReceiver<Caught>,
-) -> Result<Result<LockGuard, i32>, Failure> {
+) -> Result<Result<Held, i32>, Failure> {
     let timeout = args.timeout.unwrap_or(Duration::MAX);
     let mut progress = Progress::new(&args.key, args.quiet);
-    let (mut seen, poller) = progress::poll_holder(client.clone(), args.key.clone());
-    let mut hold = Box::pin(lock.hold());
+    let (mut seen, poller) = progress::poll_holder(client.clone(), args.key.clone(), args.limit);
+    let mut hold = Box::pin(take);
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let waited = loop {
         tokio::select! {
@@ -141,7 +161,7 @@ async fn wait(
     poller.abort();
     match waited {
         Waited::Done(Ok(g)) => {
-            progress.finish(&format!("acquired {:?} (fencing token {})", args.key, g.fencing_token()));
+            progress.finish(&format!("acquired {:?} (fencing token {})", args.key, g.token()));
             Ok(Ok(g))
         }
         Waited::Interrupted(signo) => {
@@ -162,6 +182,6 @@ async fn wait(
 
 /// How the wait for the lock ended.
 enum Waited {
-    Done(consul_lock::Result<consul_lock::LockGuard>),
+    Done(consul_lock::Result<Held>),
     Interrupted(i32),
 }

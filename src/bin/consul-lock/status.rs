@@ -1,8 +1,9 @@
-//! `consul-lock status KEY [--json]`: who holds a lock, for humans or scripts.
+//! `consul-lock status KEY [--json]`: who holds a lock — or, when KEY is a semaphore's prefix (its
+//! `KEY/.lock` carries the semaphore flags), its limit and holders — for humans or scripts.
 
 use serde::Serialize;
 
-use consul_lock::{Client, Holder, SessionInfo};
+use consul_lock::{Client, Error, Holder, SessionInfo};
 
 use crate::exit::{self, Failure};
 use crate::timefmt;
@@ -117,8 +118,55 @@ impl Report {
     }
 }
 
-/// Exit 0 when free, 1 when held, 2 on error.
+/// A semaphore's state. Also the `--json` schema for semaphores (field names are stable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct SemaphoreReport {
+    pub(crate) key: String,
+    pub(crate) semaphore: bool,
+    pub(crate) limit: i64,
+    /// Every slot is taken.
+    pub(crate) held: bool,
+    /// One entry per live holder, for its contender key `KEY/<session>`.
+    pub(crate) holders: Vec<Report>,
+}
+
+impl SemaphoreReport {
+    /// `None` when `prefix` is not a semaphore's (no `.lock` key, or one with other flags).
+    async fn read(client: &Client, prefix: &str) -> Result<Option<SemaphoreReport>, Failure> {
+        let fail = |e: Error| Failure::from_lib(exit::ERROR, &e, client.address());
+        let state = match client.semaphore(prefix).await {
+            Ok(Some(s)) => s,
+            Ok(None) | Err(Error::Conflict { .. } | Error::InvalidConfig(_)) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        let mut holders = Vec::with_capacity(state.holders.len());
+        for h in &state.holders {
+            let session = client.session_info(&h.session_id).await.map_err(fail)?;
+            holders.push(Report::new(&format!("{prefix}/{}", h.session_id), Some(h), session.as_ref()));
+        }
+        let held = holders.len() as i64 >= state.limit;
+        Ok(Some(SemaphoreReport { key: prefix.to_owned(), semaphore: true, limit: state.limit, held, holders }))
+    }
+
+    fn print_human(&self) {
+        say!("{}: semaphore, {} of {} slots taken", self.key, self.holders.len(), self.limit);
+        for h in &self.holders {
+            say!("  {}", h.holder_line());
+        }
+    }
+}
+
+/// Exit 0 when free (a semaphore: a slot is free), 1 when held (all slots taken), 2 on error.
 pub(crate) async fn status(client: &Client, key: &str, json: bool) -> Result<i32, Failure> {
+    if let Some(sem) = SemaphoreReport::read(client, key).await? {
+        if json {
+            let out = serde_json::to_string(&sem).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+            say!("{out}");
+        } else {
+            sem.print_human();
+        }
+        return Ok(if sem.held { 1 } else { 0 });
+    }
     let report = Report::read(client, key, exit::ERROR).await?;
     if json {
         let out = serde_json::to_string(&report).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;

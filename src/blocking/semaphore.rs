@@ -1,0 +1,219 @@
+//! Blocking [`Semaphore`] and [`SemaphorePermit`]: the async semaphore's builder and guarantees,
+//! with plain methods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::Client;
+use super::lock::wait_lost;
+use super::runtime::Runtime;
+use crate::error::{Error, Result};
+use crate::permit::Permit;
+
+/// Blocking [`crate::Semaphore`]: the same builder and guarantees, with plain methods.
+///
+/// ```no_run
+/// # fn main() -> consul_lock::Result<()> {
+/// let permit = consul_lock::blocking::Semaphore::new("jobs/encoder", 3).hold()?;
+/// // … one of at most 3 encoders …
+/// permit.release()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Semaphore {
+    // Field order matters: the semaphore (and a slot it may hold) drops before the runtime handle.
+    inner: Option<crate::Semaphore>,
+    client: Option<Client>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($ty:ty);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.inner = self.inner.take().map(|s| s.$name(v));
+            self
+        }
+    )*};
+}
+
+/// The loss of `permit`, as a future that owns it.
+async fn permit_lost(permit: Arc<Permit>) {
+    permit.wait_lost().await
+}
+
+impl Semaphore {
+    /// A semaphore on `prefix` with `limit` slots, with the defaults of [`crate::Semaphore::new`].
+    pub fn new(prefix: impl Into<String>, limit: u32) -> Self {
+        Semaphore { inner: Some(crate::Semaphore::new(prefix, limit)), client: None }
+    }
+
+    /// A semaphore bound to a shared session (see [`super::Session::semaphore`]).
+    pub(crate) fn bound(inner: crate::Semaphore, client: Client) -> Self {
+        Semaphore { inner: Some(inner), client: Some(client) }
+    }
+
+    /// The client to use. Default: [`Client::from_env`] at the first call.
+    pub fn client(mut self, client: Client) -> Self {
+        self.inner = self.inner.take().map(|s| s.client(client.inner.clone()));
+        self.client = Some(client);
+        self
+    }
+
+    setters! {
+        /// See [`crate::Semaphore::ttl`]. Default 15 s.
+        ttl(Duration);
+        /// See [`crate::Semaphore::acquire_timeout`]. Default 500 ms.
+        acquire_timeout(Duration);
+        /// See [`crate::Semaphore::lock_delay`]. Default 15 s.
+        lock_delay(Duration);
+        /// See [`crate::Semaphore::value`]. Default: holder-info JSON.
+        value(Vec<u8>);
+        /// See [`crate::Semaphore::session_name`]. Default `consul-lock semaphore: <prefix>`.
+        session_name(String);
+    }
+
+    fn parts(&mut self) -> Result<(crate::Semaphore, Client)> {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = Client::from_env()?;
+                self.client = Some(c.clone());
+                c
+            }
+        };
+        let sem = self
+            .inner
+            .take()
+            .ok_or_else(|| Error::Cancelled("this semaphore was lost with a stopped runtime thread".into()))?;
+        Ok((sem.client(client.inner.clone()), client))
+    }
+
+    /// The semaphore's prefix.
+    pub fn prefix(&self) -> &str {
+        self.inner.as_ref().map_or("", |s| s.prefix())
+    }
+
+    /// Take a slot, waiting up to the acquire timeout (see [`crate::Semaphore::hold`]).
+    ///
+    /// # Errors
+    /// As [`crate::Semaphore::hold`].
+    pub fn hold(mut self) -> Result<SemaphorePermit> {
+        let (sem, client) = self.parts()?;
+        let inner = client.rt.block_on(sem.hold())??;
+        Ok(SemaphorePermit { inner, rt: client.rt.clone() })
+    }
+
+    /// Take a slot; `Ok(false)` on timeout unless `fail_hard` (see [`crate::Semaphore::acquire`]).
+    ///
+    /// # Errors
+    /// As [`crate::Semaphore::acquire`].
+    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
+        let (mut sem, client) = self.parts()?;
+        let (sem, r) = client.rt.block_on(async move {
+            let r = sem.acquire(fail_hard).await;
+            (sem, r)
+        })?;
+        self.inner = Some(sem);
+        r
+    }
+
+    /// Give the slot back if held (see [`crate::Semaphore::release`]).
+    ///
+    /// # Errors
+    /// As [`crate::Semaphore::release`].
+    pub fn release(&mut self) -> Result<()> {
+        if self.client.is_none() {
+            return Ok(()); // never acquired
+        }
+        let (mut sem, client) = self.parts()?;
+        let (sem, r) = client.rt.block_on(async move {
+            let r = sem.release().await;
+            (sem, r)
+        })?;
+        self.inner = Some(sem);
+        r
+    }
+
+    /// `true` while this value holds a slot.
+    pub fn is_held(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_held())
+    }
+
+    /// The token while held.
+    pub fn token(&self) -> Option<u64> {
+        self.inner.as_ref().and_then(|s| s.token())
+    }
+
+    /// Block until the slot held by this value is known lost; at once when it holds none.
+    pub fn lost(&self) {
+        self.lost_timeout_inner(None);
+    }
+
+    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing held).
+    pub fn lost_timeout(&self, timeout: Duration) -> bool {
+        self.lost_timeout_inner(Some(timeout))
+    }
+
+    fn lost_timeout_inner(&self, timeout: Option<Duration>) -> bool {
+        match (&self.client, self.inner.as_ref().and_then(|s| s.current_permit())) {
+            (Some(c), Some(p)) => wait_lost(&c.rt, Some(permit_lost(p)), timeout),
+            _ => true,
+        }
+    }
+}
+
+/// Blocking [`crate::SemaphorePermit`]. Dropping it releases in the background (never blocks); the
+/// runtime thread finishes that release before it exits.
+#[must_use = "the slot is released as soon as the permit is dropped"]
+#[derive(Debug)]
+pub struct SemaphorePermit {
+    // Field order matters: the permit drops (spawning its release) before the runtime handle.
+    inner: crate::SemaphorePermit,
+    rt: Arc<Runtime>,
+}
+
+impl SemaphorePermit {
+    /// The semaphore's prefix.
+    pub fn prefix(&self) -> &str {
+        self.inner.prefix()
+    }
+
+    /// Our contender key, `PREFIX/<session-id>`.
+    pub fn key(&self) -> &str {
+        self.inner.key()
+    }
+
+    /// The Consul session holding the contender key.
+    pub fn session_id(&self) -> &str {
+        self.inner.session_id()
+    }
+
+    /// The token (see [`crate::SemaphorePermit::token`]).
+    pub fn token(&self) -> u64 {
+        self.inner.token()
+    }
+
+    /// `true` while held (see [`crate::SemaphorePermit::is_held`]).
+    pub fn is_held(&self) -> bool {
+        self.inner.is_held()
+    }
+
+    /// Block until the slot is known lost (see [`crate::SemaphorePermit::lost`]).
+    pub fn lost(&self) {
+        wait_lost(&self.rt, Some(permit_lost(self.inner.permit.clone())), None);
+    }
+
+    /// Block until the slot is known lost, or `timeout` passes; `true` if lost.
+    pub fn lost_timeout(&self, timeout: Duration) -> bool {
+        wait_lost(&self.rt, Some(permit_lost(self.inner.permit.clone())), Some(timeout))
+    }
+
+    /// Release now (see [`crate::SemaphorePermit::release`]).
+    ///
+    /// # Errors
+    /// As [`crate::SemaphorePermit::release`].
+    pub fn release(self) -> Result<()> {
+        let SemaphorePermit { inner, rt } = self;
+        rt.block_on(inner.release())?
+    }
+}
