@@ -111,6 +111,8 @@ struct KvOp<'a> {
     value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -122,7 +124,14 @@ struct TxnOp<'a> {
 impl<'a> TxnOp<'a> {
     fn kv(verb: &'a str, key: &'a str, value: Option<&[u8]>, session: Option<&'a str>) -> Self {
         let value = value.map(|v| base64::engine::general_purpose::STANDARD.encode(v));
-        TxnOp { kv: KvOp { verb, key, value, session } }
+        TxnOp { kv: KvOp { verb, key, value, session, flags: None } }
+    }
+
+    /// `set` with the key's flags (a `set` without them would reset the flags to 0).
+    fn set(key: &'a str, value: &[u8], flags: u64) -> Self {
+        let mut op = Self::kv("set", key, Some(value), None);
+        op.kv.flags = Some(flags);
+        op
     }
 }
 
@@ -438,6 +447,21 @@ impl Client {
             Ok(Txn::RolledBack(what)) if classify(&what) == Said::InvalidSession => Ok(Enqueued::InvalidSession),
             Ok(Txn::RolledBack(what)) => Err(self.rolled_back(what)),
             Err(e) => invalid_session(e).map(|_| Enqueued::InvalidSession),
+        }
+    }
+
+    /// Election: replace the value of `key` only while `session` holds it (`check-session` + `set`
+    /// in one transaction, keeping `flags`). `Ok(Some(modify_index))` when written; `Ok(None)` when
+    /// the key is gone or another session holds it.
+    pub(crate) async fn txn_proclaim(&self, key: &str, session: &str, value: &[u8], flags: u64) -> Result<Option<u64>> {
+        let ops = [TxnOp::kv("check-session", key, None, Some(session)), TxnOp::set(key, value, flags)];
+        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+            Txn::Committed(kvs) => kvs
+                .last()
+                .map(|kv| Some(kv.modify_index))
+                .ok_or_else(|| Error::decode(self.address(), "proclaim transaction returned no KV result")),
+            Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(None),
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
         }
     }
 

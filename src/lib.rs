@@ -70,16 +70,20 @@
 //   session, shared                         — Consul sessions; the public shared `Session`
 //   hold, queue, acquire                    — a held lock, the fair queue, the acquire procedure
 //   lock, guard                             — the public `EphemeralLock` and `LockGuard`
+//   leadership, leader_watch, election      — leader election on a lock (`Election`)
 //   blocking, testing                       — the blocking mirror; test support
 mod acquire;
 mod api;
 pub mod blocking;
 mod client;
+mod election;
 mod error;
 mod guard;
 mod hold;
 mod holder;
 mod key;
+mod leader_watch;
+mod leadership;
 mod lock;
 mod metrics;
 mod mutex;
@@ -95,10 +99,13 @@ mod watch;
 
 pub use api::SessionInfo;
 pub use client::{Client, ClientBuilder};
+pub use election::{Election, Leader};
 pub use error::{Error, Result, TransportError};
 pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
 pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use leader_watch::LeaderWatch;
+pub use leadership::Leadership;
 pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
 pub use session::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
 pub use shared::Session;

@@ -38,7 +38,7 @@ macro_rules! setters {
 }
 
 /// Block until `hold` is known lost, at most `timeout` (`None`: forever); `true` if lost.
-fn wait_lost(rt: &Runtime, hold: Option<Arc<crate::hold::Hold>>, timeout: Option<Duration>) -> bool {
+pub(super) fn wait_lost(rt: &Runtime, hold: Option<Arc<crate::hold::Hold>>, timeout: Option<Duration>) -> bool {
     let Some(hold) = hold else { return true };
     let lost = async move {
         match timeout {
