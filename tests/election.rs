@@ -73,13 +73,8 @@ fn candidates(key: &str, names: &[&str], mode: &str) -> (Vec<std::process::Child
     let (tx, rx) = mpsc::channel();
     let mut children = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let env = [
-            ("CL_ADDR", consul().http_addr()),
-            ("CL_KEY", key),
-            ("CL_NAME", name),
-            ("CL_MODE", mode),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env = [("CL_ADDR", consul().http_addr()), ("CL_KEY", key), ("CL_NAME", name), ("CL_MODE", mode)]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let mut child = spawn_self(CANDIDATE, &env);
         let lines = report_lines(&mut child);
         let tx = tx.clone();
@@ -229,7 +224,10 @@ async fn next_state(
 }
 
 /// The next state with a leader, skipping the vacancy between a resignation and the next election.
-async fn next_leader(rx: &mut tokio::sync::mpsc::UnboundedReceiver<consul_lock::Result<Option<Leader>>>, what: &str) -> Leader {
+async fn next_leader(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<consul_lock::Result<Option<Leader>>>,
+    what: &str,
+) -> Leader {
     loop {
         if let Some(l) = next_state(rx, what).await.unwrap() {
             return l;
@@ -273,7 +271,8 @@ async fn observer_sees_every_leader_and_value_in_order_over_20_handoffs() {
 
 /// Candidates waiting in the fair queue of `key`.
 async fn queue_len(key: &str) -> usize {
-    let r = reqwest::get(format!("http://{}/v1/kv/{key}/.consul-lock-queue/?keys", consul().http_addr())).await.unwrap();
+    let r =
+        reqwest::get(format!("http://{}/v1/kv/{key}/.consul-lock-queue/?keys", consul().http_addr())).await.unwrap();
     if r.status() == 404 {
         return 0;
     }

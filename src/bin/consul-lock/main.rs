@@ -31,6 +31,7 @@ mod cli;
 mod connect;
 mod docs;
 mod exit;
+mod leader;
 mod progress;
 mod run;
 mod signals;
@@ -79,6 +80,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Break(args) => {
             let client = connect::client(&cli.conn, exit::ERROR)?;
             break_lock::break_lock(&client, &args.key, args.yes).await
+        }
+        Command::Leader(args) => {
+            let client = connect::client(&cli.conn, exit::ERROR)?;
+            leader::leader(&client, &args.key, args.json, args.watch).await
         }
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
