@@ -22,8 +22,10 @@ cargo clippy --all-targets --all-features --locked -- -D warnings
 step "cargo doc as docs.rs builds it (--cfg docsrs, every feature, warnings denied)"
 # docs.rs uses nightly for `doc(cfg)` badges. The machine has one stable toolchain: RUSTC_BOOTSTRAP=1
 # lets its rustdoc accept `#![feature(doc_cfg)]`, only for this step. Plain stable builds never set
-# `docsrs`, so the `cfg_attr`s are inert there (every other step checks that).
-RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --no-deps --all-features --locked
+# `docsrs`, so the `cfg_attr`s are inert there (every other step checks that). Its own target dir:
+# RUSTC_BOOTSTRAP changes what some build scripts detect, which would rebuild the other steps' deps.
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" CARGO_TARGET_DIR=target/docsrs \
+  cargo doc --no-deps --all-features --locked
 
 step "cargo build --examples --benches"
 cargo build --examples --all-features --locked

@@ -13,13 +13,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::api::{self, LockAttempt, SessionSpec};
+use crate::api::{self, Expect, LockAttempt, SessionSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
 use crate::metrics::{self, Loss};
-use crate::queue;
+use crate::queue::{self, Waited};
 use crate::retry::Backoff;
 use crate::session::{Claim, SessionCore};
 use crate::watch::Watch;
@@ -73,10 +73,12 @@ impl From<Error> for Stop {
 
 type Step<T = ()> = std::result::Result<T, Stop>;
 
-/// What to do after consulting the queue (fair mode).
+/// What to do after consulting the queue.
 enum Queued {
-    /// Nobody ahead (or not fair): try the lock.
+    /// Nobody ahead (or not queued): try the lock.
     Go,
+    /// Nobody ahead, but the key was held a moment ago: wait for it to change first.
+    WaitKey,
     /// Our entry is gone: queue again.
     Requeue,
     /// Consul refused our entry: our session is invalid.
@@ -96,6 +98,16 @@ struct Acquire {
     place: Option<queue::Place>,
     /// The holder the last wait saw, for the error at the deadline.
     seen: Option<KvEntry>,
+    /// What the next attempt requires of the key (absent, or free and unchanged since read).
+    expect: Expect,
+    /// Whether this acquire waits in the key's queue: always in fair mode; otherwise once the key
+    /// was found held, or at once when this process saw others queued at its last release.
+    queued: bool,
+    /// The last attempt found the key held (so a first place in the queue waits for the key).
+    refused: bool,
+    /// Our place is first in the queue: nobody can get ahead of it any more (later entries have
+    /// later creation indexes), so the queue need not be listed again.
+    head: bool,
     pause: Backoff,
     /// Lock attempts on the current session, and how many sessions in a row were refused as invalid
     /// at their very first attempt (a permanent server problem, not an expiry during a wait).
@@ -106,6 +118,7 @@ struct Acquire {
 impl Acquire {
     fn new(plan: Plan, fail_hard: bool, tx: oneshot::Sender<Reply>) -> Self {
         let start = Instant::now();
+        let queued = plan.fair || plan.client.has_waiters(&plan.key);
         Acquire {
             deadline: start.checked_add(plan.acquire_timeout),
             session: plan.shared.clone(),
@@ -116,6 +129,10 @@ impl Acquire {
             claim: None,
             place: None,
             seen: None,
+            expect: Expect::Absent,
+            queued,
+            refused: false,
+            head: false,
             pause: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
             attempts_on_session: 0,
             fresh_invalid: 0,
@@ -138,6 +155,10 @@ impl Acquire {
             let s = self.live_session().await?;
             let attempt = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
+                Queued::WaitKey => {
+                    self.wait_for_change(&s).await?;
+                    self.attempt(&s).await?
+                }
                 Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
                 Queued::Go => self.attempt(&s).await?,
             };
@@ -148,7 +169,15 @@ impl Acquire {
                     self.after_invalid_session(&s, status, message).await?
                 }
                 LockAttempt::LockDelay => self.pause_in_lock_delay().await?,
-                LockAttempt::Held => self.wait_for_change(&s).await?,
+                // Held (or present: the guard found the key): wait in the queue, woken once per
+                // release, not on the key with everyone; first in line, it reads the key.
+                LockAttempt::Held | LockAttempt::NotAsExpected if !self.queued => {
+                    self.queued = true;
+                    self.refused = true;
+                }
+                // Queued: held by someone outside the queue (first in line) or ahead of a waiter that
+                // left; or present, free after a Go holder released it, or another primitive's.
+                LockAttempt::Held | LockAttempt::NotAsExpected => self.refused = true,
             }
         }
     }
@@ -209,23 +238,35 @@ impl Acquire {
         Ok(created)
     }
 
-    /// Fair mode: take a place in the key's queue (once per session) and wait until nobody is ahead.
+    /// Take a place in the key's queue (once per session) and wait until nobody is ahead.
     async fn queue_turn(&mut self, s: &SessionCore) -> Step<Queued> {
-        if !self.plan.fair {
+        if !self.queued {
             return Ok(Queued::Go);
         }
+        let refused = std::mem::take(&mut self.refused);
         if self.place.as_ref().is_none_or(|p| p.sid() != s.id) {
             let until = self.retry_until();
+            self.head = false;
             match queue::Place::enqueue(&self.plan.client, &self.plan.key, &s.id, until).await? {
                 Some(p) => self.place = Some(p),
                 None => return Ok(Queued::Refused),
             }
         }
+        if self.head {
+            return Ok(if refused { Queued::WaitKey } else { Queued::Go });
+        }
         let Some(place) = self.place.as_mut() else { return Ok(Queued::Requeue) };
         match Self::unless_cancelled(&mut self.tx, place.wait_turn(self.deadline)).await?? {
             None => Err(Stop::NotAcquired),
-            Some(true) => Ok(Queued::Go),
-            Some(false) => {
+            Some(Waited::First) => {
+                self.head = true;
+                Ok(if refused { Queued::WaitKey } else { Queued::Go })
+            }
+            Some(Waited::PredecessorGone) => {
+                self.expect = Expect::Absent; // most likely released (deleted) just now
+                Ok(Queued::Go)
+            }
+            Some(Waited::EntryGone) => {
                 self.place = None; // our entry is gone: enqueue again
                 Ok(Queued::Requeue)
             }
@@ -236,7 +277,7 @@ impl Acquire {
     async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
-        let body = api::lock_txn_body(&plan.key, &value, &s.id);
+        let body = api::lock_txn_body(&plan.key, &value, &s.id, self.expect);
         Ok(crate::retry::until(self.retry_until(), || plan.client.txn_lock(body.clone())).await?)
     }
 
@@ -277,8 +318,10 @@ impl Acquire {
         self.sleep(pause).await
     }
 
-    /// Held by someone else: wait for a change of the key with blocking queries, until it is free (or
-    /// ours), or our own waiting session dies (then a new one is made).
+    /// Held by someone else (or not as expected): read the key, then wait for a change with blocking
+    /// queries until it is free (deleted, or present without a session: released by Go's client,
+    /// which keeps the key) or ours, or our own waiting session dies (then a new one is made). A key
+    /// with another primitive's flags is [`Error::Conflict`], never waited for nor taken.
     async fn wait_for_change(&mut self, s: &SessionCore) -> Step {
         if self.tx.is_closed() {
             return Err(Stop::Cancelled);
@@ -288,10 +331,18 @@ impl Acquire {
             let Some(entry) = Self::unless_cancelled(&mut self.tx, watch.next(self.deadline)).await?? else {
                 return Err(Stop::NotAcquired);
             };
-            match entry {
-                Some(e) if e.holder_session().is_some_and(|h| h != s.id) => self.seen = Some(e),
-                _ => return Ok(()), // free (or ours): try again
+            let Some(e) = entry else {
+                self.expect = Expect::Absent;
+                return Ok(()); // deleted: try again
+            };
+            if !crate::flags::lockable(e.flags) {
+                return Err(Error::Conflict { key: self.plan.key.clone(), flags: e.flags }.into());
             }
+            if e.holder_session().is_none_or(|h| h == s.id) {
+                self.expect = Expect::Unchanged(e.modify_index);
+                return Ok(()); // free (or ours): try again, if it is still as read
+            }
+            self.seen = Some(e);
             if s.is_lost() && self.plan.shared.is_none() {
                 return Ok(()); // our waiting session died: make a new one
             }

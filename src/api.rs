@@ -50,6 +50,8 @@ pub(crate) enum LockAttempt {
     Held,
     /// The key is free but in its lock-delay after a holder's session was invalidated.
     LockDelay,
+    /// The key was not as expected (it exists, or changed since read): read it and decide.
+    NotAsExpected,
     /// Our session no longer exists: Consul's answer, as it said it.
     InvalidSession { status: u16, message: String },
 }
@@ -57,7 +59,8 @@ pub(crate) enum LockAttempt {
 /// Outcome of the owner-checked delete.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Released {
-    Deleted,
+    /// Deleted; `waiting`: the key's queue had waiters of other sessions (when it was listed).
+    Deleted { waiting: bool },
     /// The key was gone or held by another session: nothing of ours to delete.
     NotOurs,
 }
@@ -113,6 +116,8 @@ struct KvOp<'a> {
     session: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flags: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -124,14 +129,17 @@ struct TxnOp<'a> {
 impl<'a> TxnOp<'a> {
     fn kv(verb: &'a str, key: &'a str, value: Option<&[u8]>, session: Option<&'a str>) -> Self {
         let value = value.map(|v| base64::engine::general_purpose::STANDARD.encode(v));
-        TxnOp { kv: KvOp { verb, key, value, session, flags: None } }
+        TxnOp { kv: KvOp { verb, key, value, session, flags: None, index: None } }
     }
 
-    /// `set` with the key's flags (a `set` without them would reset the flags to 0).
-    fn set(key: &'a str, value: &[u8], flags: u64) -> Self {
-        let mut op = Self::kv("set", key, Some(value), None);
-        op.kv.flags = Some(flags);
-        op
+    fn flags(mut self, flags: u64) -> Self {
+        self.kv.flags = Some(flags);
+        self
+    }
+
+    fn index(mut self, index: u64) -> Self {
+        self.kv.index = Some(index);
+        self
     }
 }
 
@@ -140,9 +148,25 @@ fn txn_body(ops: &[TxnOp<'_>]) -> Vec<u8> {
     serde_json::to_vec(ops).unwrap_or_default()
 }
 
-/// The exact body of the lock transaction (its size is checked before any request).
-pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str) -> Vec<u8> {
-    txn_body(&[TxnOp::kv("lock", key, Some(value), Some(session))])
+/// What a lock attempt requires of the key, so that a lock never takes another primitive's key:
+/// the `lock` op runs only if the key is still as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The key does not exist (the common case: released keys are deleted).
+    Absent,
+    /// The key exists, free, with a lock's flags, at this `ModifyIndex` (released by Go's
+    /// `api.Lock`, which keeps the key).
+    Unchanged(u64),
+}
+
+/// The exact body of the lock transaction (its size is checked before any request): the guard of
+/// `expect`, then `lock` with our value and [`LOCK_FLAGS`](crate::LOCK_FLAGS).
+pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expect) -> Vec<u8> {
+    let guard = match expect {
+        Expect::Absent => TxnOp::kv("check-not-exists", key, None, None),
+        Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
+    };
+    txn_body(&[guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::flags::LOCK_FLAGS)])
 }
 
 /// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
@@ -429,6 +453,7 @@ impl Client {
                 Said::LockDelay => Ok(LockAttempt::LockDelay),
                 Said::Held => Ok(LockAttempt::Held),
                 Said::InvalidSession => Ok(LockAttempt::InvalidSession { status: 409, message: what }),
+                Said::Changed | Said::NotOurs => Ok(LockAttempt::NotAsExpected),
                 _ => Err(self.rolled_back(what)),
             },
             Err(e) => match invalid_session(e) {
@@ -454,7 +479,10 @@ impl Client {
     /// in one transaction, keeping `flags`). `Ok(Some(modify_index))` when written; `Ok(None)` when
     /// the key is gone or another session holds it.
     pub(crate) async fn txn_proclaim(&self, key: &str, session: &str, value: &[u8], flags: u64) -> Result<Option<u64>> {
-        let ops = [TxnOp::kv("check-session", key, None, Some(session)), TxnOp::set(key, value, flags)];
+        let ops = [
+            TxnOp::kv("check-session", key, None, Some(session)),
+            TxnOp::kv("set", key, Some(value), None).flags(flags),
+        ];
         match self.txn::<KvEntry>(txn_body(&ops)).await? {
             Txn::Committed(kvs) => kvs
                 .last()
@@ -472,16 +500,32 @@ impl Client {
     /// Owner-checked delete: `check-session` + `delete` in one transaction, so a holder whose
     /// session expired can never delete the next holder's key. `also_delete` (a fair-mode queue
     /// entry) is deleted in the same write; when the key is no longer ours it is deleted on its own.
-    pub(crate) async fn txn_release(&self, key: &str, session: &str, also_delete: Option<&str>) -> Result<Released> {
+    /// With `queue`, the same transaction lists the key's queue (a read: no extra write), to tell
+    /// whether others wait.
+    pub(crate) async fn txn_release(
+        &self,
+        key: &str,
+        session: &str,
+        also_delete: Option<&str>,
+        queue: Option<&str>,
+    ) -> Result<Released> {
         let mut ops = vec![TxnOp::kv("check-session", key, None, Some(session)), TxnOp::kv("delete", key, None, None)];
         if let Some(extra) = also_delete {
             ops.push(TxnOp::kv("delete", extra, None, None));
         }
-        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
-            Txn::Committed(_) => Ok(Released::Deleted),
+        if let Some(queue) = queue {
+            ops.push(TxnOp::kv("get-tree", queue, None, None));
+        }
+        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+            Txn::Committed(entries) => {
+                let waiting = queue.is_some_and(|q| {
+                    entries.iter().any(|e| e.key.starts_with(q) && e.holder_session().is_some_and(|h| h != session))
+                });
+                Ok(Released::Deleted { waiting })
+            }
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => {
                 if let Some(extra) = also_delete {
-                    Box::pin(self.txn_release(extra, session, None)).await?;
+                    Box::pin(self.txn_release(extra, session, None, None)).await?;
                 }
                 Ok(Released::NotOurs)
             }

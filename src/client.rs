@@ -1,14 +1,19 @@
 //! `Client`: where Consul is and how to talk to it (address, ACL token, TLS, datacenter), plus the
 //! single function every request goes through (timeouts, token header, error mapping, counting).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
 
 use crate::error::{classify, Error, Result, Said};
+use crate::mutex::lock;
+
+/// How many keys [`Client::note_waiters`] remembers at most.
+const MAX_BUSY_KEYS: usize = 4096;
 use crate::key;
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
@@ -47,6 +52,8 @@ struct Inner {
     request_timeout: Duration,
     requests: AtomicU64,
     metrics_key_label: bool,
+    /// Keys whose queue had waiters when this client last released them (see `note_waiters`).
+    busy: Mutex<HashSet<String>>,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -300,6 +307,7 @@ impl ClientBuilder {
                 request_timeout,
                 requests: AtomicU64::new(0),
                 metrics_key_label: self.metrics_key_label,
+                busy: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -451,6 +459,27 @@ impl Client {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn metrics_key_label(&self) -> bool {
         self.inner.metrics_key_label
+    }
+
+    /// Remember whether others were queued for `key` when this process released it. A hint only
+    /// (never needed for correctness): an acquire of a busy key queues first instead of trying
+    /// the key, so a releaser that comes back at once does not overtake the waiters. Bounded: past
+    /// [`MAX_BUSY_KEYS`] keys the memory starts over.
+    pub(crate) fn note_waiters(&self, key: &str, waiting: bool) {
+        let mut busy = lock(&self.inner.busy);
+        if !waiting {
+            busy.remove(key);
+        } else if !busy.contains(key) {
+            if busy.len() >= MAX_BUSY_KEYS {
+                busy.clear();
+            }
+            busy.insert(key.to_owned());
+        }
+    }
+
+    /// Whether others were queued for `key` at this process's last release of it.
+    pub(crate) fn has_waiters(&self, key: &str) -> bool {
+        lock(&self.inner.busy).contains(key)
     }
 
     /// Map a non-success answer to an error.

@@ -37,6 +37,17 @@ pub enum Error {
         key: String,
     },
 
+    /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
+    /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
+    /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
+    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::flags::LOCK_FLAGS)]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The `Flags` it carries.
+        flags: u64,
+    },
+
     /// `acquire` was called on a lock that already holds its key. Locks are not re-entrant.
     #[error("this lock already holds its key; locks are not re-entrant (release it before acquiring again)")]
     AlreadyHeld,
@@ -211,6 +222,8 @@ pub(crate) enum Said {
     Held,
     /// A `check-session` failed or the key does not exist: not ours.
     NotOurs,
+    /// A `check-not-exists` found the key, or a `check-index` found it changed.
+    Changed,
     /// Another permanent refusal (`serfHealth` critical, unknown datacenter, bad TTL, unknown token).
     Permanent,
     /// Anything else (possibly transient).
@@ -219,7 +232,9 @@ pub(crate) enum Said {
 
 /// Classify Consul's words. The only place in the crate that reads them.
 pub(crate) fn classify(message: &str) -> Said {
-    let m = message.to_ascii_lowercase();
+    // Keys are quoted in Consul's texts (`failed to lock key "k": …`): a key's own name must not
+    // be read as the reason.
+    let m = unquoted(message).to_ascii_lowercase();
     let has = |p: &str| m.contains(p);
     if has("permission denied") {
         Said::PermissionDenied
@@ -231,11 +246,31 @@ pub(crate) fn classify(message: &str) -> Said {
         Said::Held
     } else if has("failed session check") || has("doesn't exist") {
         Said::NotOurs
+    } else if has(" exists") || has("failed index check") {
+        Said::Changed
     } else if ["serfhealth", "no path to datacenter", "acl not found", "must be between"].iter().any(|p| has(p)) {
         Said::Permanent
     } else {
         Said::Other
     }
+}
+
+/// `text` without its double-quoted parts (Go's `%q`, backslash escapes included).
+fn unquoted(text: &str) -> String {
+    let (mut out, mut quoted, mut escaped) = (String::with_capacity(text.len()), false, false);
+    for c in text.chars() {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => {
+                quoted = !quoted;
+                out.push('"');
+            }
+            (true, false, _) => {}
+            (false, _, c) => out.push(c),
+        }
+    }
+    out
 }
 
 /// Consul 1.8 answers some permanent failures with HTTP 500; retrying them only burns the deadline.
@@ -313,6 +348,12 @@ mod tests {
             ("key \"k\" doesn't exist", Said::NotOurs),
             ("Check 'serfHealth' is in critical state", Said::Permanent),
             ("rpc error making call: No cluster leader", Said::Other),
+            ("key \"x\" exists", Said::Changed),
+            ("failed index check for key \"x\", current modify index 13 != 1", Said::Changed),
+            ("failed to check index, key \"x\" doesn't exist", Said::NotOurs),
+            // A key's name never counts as the reason.
+            ("failed to lock key \"a/lock delay\": lock is already held", Said::Held),
+            ("key \"permission denied \\\"x\\\" exists\" exists", Said::Changed),
         ];
         for (text, said) in cases {
             assert_eq!(classify(text), said, "{text}");

@@ -20,11 +20,24 @@ use crate::retry;
 use crate::session::{Claim, SessionCore};
 use crate::watch::Watch;
 
-/// Delete `key` (and `also`, a fair-mode queue entry) only if `session` holds it, retried for one
-/// request timeout. Never touches a key another session holds.
+/// Delete `key` (and `also`, a queue entry) only if `session` holds it, retried for one request
+/// timeout. Never touches a key another session holds.
 pub(crate) async fn delete_if_ours(client: &Client, key: &str, session: &str, also: Option<&str>) -> Result<Released> {
     let deadline = Instant::now() + client.request_timeout();
-    retry::until(deadline, || client.txn_release(key, session, also)).await
+    retry::until(deadline, || client.txn_release(key, session, also, None)).await
+}
+
+/// The release of a held lock: [`delete_if_ours`] that also lists the key's queue, and remembers in
+/// the client whether others wait, so that this process's next acquire of the key queues behind
+/// them instead of overtaking them.
+async fn release_key(client: &Client, key: &str, session: &str, also: Option<&str>) -> Result<Released> {
+    let deadline = Instant::now() + client.request_timeout();
+    let queue = crate::key::queue_prefix(key);
+    let released = retry::until(deadline, || client.txn_release(key, session, also, Some(&queue))).await?;
+    if let Released::Deleted { waiting } = released {
+        client.note_waiters(key, waiting);
+    }
+    Ok(released)
 }
 
 pub(crate) struct Hold {
@@ -217,8 +230,8 @@ impl ReleaseJob {
         } else {
             // In fair mode our queue entry goes in the same write.
             let entry = self.queue_entry.as_deref();
-            match delete_if_ours(&s.client, &self.key, &s.id, entry).await {
-                Ok(Released::Deleted) => Ok(()),
+            match release_key(&s.client, &self.key, &s.id, entry).await {
+                Ok(Released::Deleted { .. }) => Ok(()),
                 Ok(Released::NotOurs) => {
                     tracing::warn!("the key was no longer ours at release: the lock had been lost");
                     Ok(())

@@ -73,6 +73,8 @@ pub(crate) struct KvEntry {
     #[serde(default)]
     pub lock_index: u64,
     #[serde(default)]
+    pub flags: u64,
+    #[serde(default)]
     pub modify_index: u64,
     #[serde(default)]
     pub value: Option<String>,

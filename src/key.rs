@@ -13,6 +13,18 @@ pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// base64-encoded inside the JSON request, must fit this: about 383 KiB of raw value.
 pub const MAX_TXN_BODY_BYTES: usize = 512 * 1024;
 
+/// The segment under a lock key where its waiters queue (fair mode, and the default mode's waiters).
+const QUEUE_SEGMENT: &str = ".consul-lock-queue/";
+
+/// The prefix under which the waiters of `key` queue (it starts with `key`).
+pub(crate) fn queue_prefix(key: &str) -> String {
+    if key.ends_with('/') {
+        format!("{key}{QUEUE_SEGMENT}")
+    } else {
+        format!("{key}/{QUEUE_SEGMENT}")
+    }
+}
+
 /// Check a key against the rules (README: "Keys and values"): non-empty, no leading `/`, no control
 /// characters, no `.`, `..` or empty segments.
 pub(crate) fn validate(key: &str) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::metrics::Loss;
 use crate::retry;
 
 /// The flags a proclaim keeps on the key: the ones the lock wrote when it acquired.
-const KEY_FLAGS: u64 = 0;
+const KEY_FLAGS: u64 = crate::flags::LOCK_FLAGS;
 
 /// Set `value` on the key of `hold` while it is still held (see [`Leadership::proclaim`]).
 pub(crate) async fn proclaim(hold: Arc<Hold>, value: Vec<u8>) -> Result<()> {

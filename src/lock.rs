@@ -380,7 +380,8 @@ impl EphemeralLock {
                 "value is {value_len} bytes; Consul stores at most {MAX_VALUE_BYTES} bytes in a key"
             )));
         }
-        let body_len = api::lock_txn_body(&self.key, &vec![0; value_len], SESSION_ID_SHAPE).len();
+        let expect = api::Expect::Unchanged(u64::MAX); // the longer of the two guards
+        let body_len = api::lock_txn_body(&self.key, &vec![0; value_len], SESSION_ID_SHAPE, expect).len();
         if body_len > MAX_TXN_BODY_BYTES {
             return Err(Error::InvalidConfig(format!(
                 "value is {value_len} bytes: base64-encoded in the lock transaction it needs {body_len} bytes, \

@@ -20,16 +20,8 @@ use crate::holder::KvEntry;
 use crate::retry;
 use crate::watch::Watch;
 
-const SEGMENT: &str = ".consul-lock-queue/";
-
-/// The prefix under which the waiters of `key` queue (it starts with `key`).
-pub(crate) fn prefix(key: &str) -> String {
-    if key.ends_with('/') {
-        format!("{key}{SEGMENT}")
-    } else {
-        format!("{key}/{SEGMENT}")
-    }
-}
+/// The prefix under which the waiters of `key` queue.
+pub(crate) use crate::key::queue_prefix as prefix;
 
 /// What to do before the next lock attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +57,17 @@ pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[KvEntry]) -> Turn {
         }
         None => Turn::Mine,
     }
+}
+
+/// How a wait for our turn ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// Nobody was ahead of us: try the lock (unless we know it is held).
+    First,
+    /// The entry we waited for is gone (its holder released, or that waiter left): our turn.
+    PredecessorGone,
+    /// Our own entry is gone (our session was invalidated): enqueue again.
+    EntryGone,
 }
 
 /// Our place in the queue of one key. Dropping it while armed deletes the entry in the background
@@ -117,13 +120,12 @@ impl Place {
         watch.next(deadline).await
     }
 
-    /// Wait until it is our turn to try the lock. `Ok(Some(true))`: try now; `Ok(Some(false))`: our
-    /// entry is gone, enqueue again; `Ok(None)`: the deadline passed.
-    pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<bool>> {
+    /// Wait until it is our turn to try the lock; `Ok(None)` when the deadline passed.
+    pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<Waited>> {
         let Some(entries) = self.listing(deadline).await? else { return Ok(None) };
         let (wkey, index, created, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
-            Turn::Mine => return Ok(Some(true)),
-            Turn::Missing => return Ok(Some(false)),
+            Turn::Mine => return Ok(Some(Waited::First)),
+            Turn::Missing => return Ok(Some(Waited::EntryGone)),
             Turn::Watch { key, index, created, session } => (key, index, created, session),
         };
         let mut watch = Watch::key(&self.client, &wkey).after(index);
@@ -132,7 +134,7 @@ impl Place {
             let same =
                 entry.is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
             if !same {
-                return Ok(Some(true)); // predecessor gone: our turn
+                return Ok(Some(Waited::PredecessorGone));
             }
         }
     }
@@ -171,6 +173,7 @@ mod tests {
             modify_index: modify,
             session: Some(session.into()),
             lock_index: 0,
+            flags: 0,
             value: None,
         }
     }

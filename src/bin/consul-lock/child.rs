@@ -39,6 +39,7 @@ pub(crate) async fn run(
         .env("CONSUL_LOCK_KEY", guard.key())
         .env("CONSUL_LOCK_SESSION", guard.session_id())
         .env("CONSUL_LOCK_FENCING_TOKEN", guard.fencing_token().to_string())
+        .env("CONSUL_LOCK_HELD", "true") // as `consul lock` sets it
         .kill_on_drop(false);
     stop_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {

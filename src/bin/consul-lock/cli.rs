@@ -22,11 +22,15 @@ Examples:
   consul-lock run --value 10.0.0.7:8080 service/billing/leader -- ./billing-server
   consul-lock leader service/billing/leader --watch
 
+  # an agent listening on a unix socket; shell completions
+  CONSUL_HTTP_ADDR=unix:///run/consul/http.sock consul-lock status deploy/web
+  consul-lock completions bash > /etc/bash_completion.d/consul-lock
+
 Connection settings come from the consul CLI's environment variables (CONSUL_HTTP_ADDR,
 CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_HTTP_SSL, ...); flags override them.
 Exit codes of `run`: the command's own code; 1 (or -E N) lock taken; 75 lock lost while the command
 ran; 125 consul-lock failed; 126/127 command not executable/not found; 128+N command killed by signal N.
-See docs/CLI.md.";
+See `consul-lock man` and https://github.com/consul-lock/consul-lock/blob/main/docs/CLI.md";
 
 /// Command-line arguments of `consul-lock`.
 #[derive(Debug, Parser)]
@@ -97,7 +101,7 @@ Examples:
   consul-lock run -n jobs/backup -- /usr/local/bin/backup.sh
   consul-lock run -w 60 --ttl 30s migrations/users -- ./migrate up
 
-The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION and CONSUL_LOCK_FENCING_TOKEN.
+The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and CONSUL_LOCK_HELD=true.
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
@@ -160,7 +164,7 @@ pub(crate) struct StatusArgs {
     #[arg(value_name = "KEY")]
     pub(crate) key: String,
 
-    /// Print one JSON object (stable field names, see docs/CLI.md)
+    /// Print one JSON object (stable field names, listed in the CLI reference)
     #[arg(long)]
     pub(crate) json: bool,
 }
