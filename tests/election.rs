@@ -314,6 +314,9 @@ async fn a_deposed_leader_that_has_not_noticed_cannot_proclaim() {
     assert!(!old.is_leader(), "a refused proclaim marks the leadership lost");
     let leader = election.leader().await.unwrap().unwrap();
     assert_eq!((leader.value.as_slice(), leader.session_id.as_str()), (b"new".as_slice(), new.session_id()));
+    new.proclaim(b"new2".to_vec()).await.unwrap();
+    let raw = raw_kv(&key).await.unwrap();
+    assert_eq!(raw["Flags"].as_u64(), Some(consul_lock::LOCK_FLAGS), "proclaim keeps the lock's flags");
     old.resign().await.unwrap();
     assert_eq!(election.leader().await.unwrap().unwrap().session_id, new.session_id(), "resigning late is harmless");
     new.resign().await.unwrap();

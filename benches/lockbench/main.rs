@@ -10,12 +10,14 @@
 //! ```
 //!
 //! Parts: `latency` (raw floors and uncontended cycles, async and blocking, interleaved in rounds),
-//! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session).
+//! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
+//! `election` (failover after resign, requests per handoff, observe latency; election.rs).
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
 mod common;
 mod contention;
+mod election;
 mod latency;
 mod scale;
 mod worker;
@@ -24,6 +26,7 @@ use std::io::Write;
 
 use common::{Config, Ctl};
 use contention::{parse_run, print_contend, run_procs, run_tasks};
+use election::part_election;
 use latency::{part_latency, print_latency};
 use scale::part_scale;
 use worker::worker_main;
@@ -35,7 +38,7 @@ fn main() {
         return;
     }
     let parts: Vec<&str> =
-        if args.is_empty() { vec!["latency", "contend", "scale"] } else { args.iter().map(String::as_str).collect() };
+        if args.is_empty() { vec!["latency", "contend", "scale", "election"] } else { args.iter().map(String::as_str).collect() };
     let _dev;
     let addr = match std::env::var("LOCKBENCH_CONSUL") {
         Ok(a) if !a.is_empty() => a,
@@ -92,7 +95,8 @@ fn main() {
                 print_contend(&results);
             }
             "scale" => rt.block_on(part_scale(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale)"),
+            "election" => rt.block_on(part_election(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, election)"),
         }
         let _ = std::io::stdout().flush();
     }
