@@ -18,6 +18,9 @@ struct Failover {
     steady_requests_per_handoff: f64,
 }
 
+/// When a leader was elected, and when it called `resign()`.
+type Mark = (Instant, Option<Instant>);
+
 async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
     let key = format!("bench/rust/election/failover-{n}");
     let ctl = Ctl::new(addr);
@@ -27,7 +30,7 @@ async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
     let election = Election::new(key.as_str()).client(client.clone()).ttl(TTL).lock_delay(Duration::ZERO);
     let elections = Arc::new(AtomicU64::new(0));
     // (elected at, resign called at), by election number.
-    let marks: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let marks: Arc<Mutex<Vec<Mark>>> = Arc::new(Mutex::new(Vec::new()));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
     let (from, to) = ((n as u64 + 1).min(handoffs / 2).max(1), handoffs + 1);
     let mut tasks = Vec::new();
@@ -58,7 +61,10 @@ async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
                     return;
                 }
                 let resign_at = Instant::now();
-                marks.lock().unwrap().last_mut().map(|m| m.1 = Some(resign_at));
+                // Ours is the last mark: nobody else is elected while we lead.
+                if let Some(m) = marks.lock().unwrap().last_mut() {
+                    m.1 = Some(resign_at);
+                }
                 if let Err(e) = l.resign().await {
                     eprintln!("candidate {i}: resign: {e}");
                 }
@@ -117,7 +123,13 @@ async fn observe_latency(addr: &str, samples: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn row(p: &[f64]) -> String {
-    format!("{:.2} / {:.2} / {:.2} / {:.2}", pct(p, 0.5), pct(p, 0.9), pct(p, 0.99), p.last().copied().unwrap_or(f64::NAN))
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2}",
+        pct(p, 0.5),
+        pct(p, 0.9),
+        pct(p, 0.99),
+        p.last().copied().unwrap_or(f64::NAN)
+    )
 }
 
 pub(crate) async fn part_election(cfg: &Config) {

@@ -37,8 +37,11 @@ fn main() {
         worker_main();
         return;
     }
-    let parts: Vec<&str> =
-        if args.is_empty() { vec!["latency", "contend", "scale", "election"] } else { args.iter().map(String::as_str).collect() };
+    let parts: Vec<&str> = if args.is_empty() {
+        vec!["latency", "contend", "scale", "election"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
     let _dev;
     let addr = match std::env::var("LOCKBENCH_CONSUL") {
         Ok(a) if !a.is_empty() => a,

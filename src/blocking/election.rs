@@ -194,6 +194,8 @@ impl LeaderWatch {
     ///
     /// # Errors
     /// As [`crate::LeaderWatch::next`]; the next call resumes.
+    // Not an `Iterator`: `Ok(None)` means "nobody leads now", not the end; the watch never ends.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Leader>> {
         let mut watch = self
             .inner
