@@ -53,7 +53,10 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// A leader watches its key from the start: a leader deleted from outside notices at once and
+    /// cleans up its queue entry, so the candidates waiting behind it move on.
     pub(crate) fn new(guard: LockGuard) -> Self {
+        guard.hold.start_watch();
         Leadership { guard }
     }
 

@@ -8,6 +8,11 @@
 //!   future under the lock and stops it if the lock is lost.
 //! - [`Session`]: many locks through one session, renewed once for all of them — for a process that
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
+//! - [`Election`]: leader election on one key — [`campaign`](Election::campaign) waits until
+//!   elected and returns a [`Leadership`] (fencing [`term`](Leadership::term),
+//!   [`proclaim`](Leadership::proclaim), [`resign`](Leadership::resign)); anyone can read the
+//!   [`leader`](Election::leader) or [`observe`](Election::observe) every change. A campaign is a
+//!   lock acquire carrying the value, so it interoperates with [`EphemeralLock`] on the same key.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words

@@ -288,27 +288,46 @@ async fn no_leader_and_a_key_deleted_from_outside() {
     assert_eq!(next_state(&mut seen, "first state").await.unwrap(), None);
     let leadership = election.campaign(b"me".to_vec()).await.unwrap();
     assert_eq!(next_leader(&mut seen, "leader").await.value, b"me");
+    // A candidate waits in line behind the leader.
+    let e = election.clone();
+    let next = tokio::spawn(async move { e.campaign(b"next".to_vec()).await });
+    assert!(eventually(Duration::from_secs(5), || async { queue_len(&key).await == 1 }).await);
+    raw_delete(&key).await;
+    // The leader (which never awaited lost()) notices, and the one in line is elected.
+    let after = next_leader(&mut seen, "the next leader after the delete").await;
+    assert_eq!(after.value, b"next");
+    let next = tokio::time::timeout(Duration::from_secs(10), next).await.expect("elected").unwrap().unwrap();
+    assert!(!leadership.is_leader());
+    assert!(leadership.proclaim(b"again".to_vec()).await.unwrap_err().is_lost());
+    assert_eq!(election.leader().await.unwrap().unwrap().value, b"next", "a lost leader's proclaim changes nothing");
+    leadership.resign().await.unwrap();
+    next.resign().await.unwrap();
+    assert_eq!(next_state(&mut seen, "vacancy").await.unwrap(), None);
+    // Deleted from outside with nobody waiting: the observer sees the vacancy.
+    let l = election.campaign(b"last".to_vec()).await.unwrap();
+    assert_eq!(next_leader(&mut seen, "leader").await.value, b"last");
     raw_delete(&key).await;
     assert_eq!(next_state(&mut seen, "vacancy after the delete").await.unwrap(), None);
     assert_eq!(election.leader().await.unwrap(), None);
-    tokio::time::timeout(Duration::from_secs(10), leadership.lost()).await.expect("the leader sees the loss");
-    assert!(!leadership.is_leader());
-    assert!(leadership.proclaim(b"again".to_vec()).await.unwrap_err().is_lost());
-    assert!(raw_kv(&key).await.is_none(), "a lost leader's proclaim must not re-create the key");
-    leadership.resign().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), l.lost()).await.expect("the leader sees the loss");
+    l.resign().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_that_has_not_noticed_cannot_proclaim() {
     let key = unique("election-stale");
     let election = Election::new(&key).client(client()).ttl(TTL).lock_delay(Duration::ZERO);
-    let old = election.campaign(b"old".to_vec()).await.unwrap();
-    // Its session destroyed from outside (as `consul-lock break` does): the key goes with it. `old`
-    // never awaited lost() and renews only every TTL/2, so for now only the server can tell it.
-    destroy_session(old.session_id()).await;
+    // The old leader talks to the agent through a proxy, cut while it is deposed: its key watch and
+    // renewals fail, so it cannot know (its lease runs for a TTL), and only the server can tell it.
+    let proxy = FaultProxy::start(consul().http_addr()).await;
+    let old = Election::new(&key).client(proxy.client()).ttl(TTL).lock_delay(Duration::ZERO);
+    let old = old.campaign(b"old".to_vec()).await.unwrap();
+    proxy.set(Fault::Refuse);
+    destroy_session(old.session_id()).await; // as `consul-lock break` does: the key goes with it
     let new = election.campaign(b"new".to_vec()).await.unwrap();
     assert!(new.term() > old.term());
-    assert!(old.is_leader(), "the deposed leader has not noticed yet");
+    assert!(old.is_leader(), "the deposed leader cannot have noticed yet");
+    proxy.set(Fault::None);
     let err = old.proclaim(b"stale".to_vec()).await.unwrap_err();
     assert!(err.is_lost(), "{err}");
     assert!(!old.is_leader(), "a refused proclaim marks the leadership lost");
