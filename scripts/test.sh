@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# THE test command (README and .ci/run call exactly this). Installs what it needs (Consul included),
+# THE test command (README and .ci/run call exactly this). Installs what it needs (Consul and nft),
 # then: format check, clippy -D warnings, rustdoc as docs.rs builds it, examples/benches, a dry-run
 # publish (the packaged crate builds), and every test with all features (unit, integration against
-# real `consul agent -dev` processes, doc tests).
+# real `consul agent -dev` processes and a partitioned cluster in a private network namespace, doc tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +12,11 @@ step "Consul"
 CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
 export CONSUL_BIN
 "$CONSUL_BIN" version | sed -n 1p
+
+step "nft (network faults inside the partition test's private network namespace)"
+NFT_BIN=$(bash scripts/install-nft.sh | tail -n 1)
+export NFT_BIN
+"$NFT_BIN" -v
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

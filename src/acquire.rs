@@ -105,6 +105,8 @@ struct Acquire {
     queued: bool,
     /// The last attempt found the key held (so a first place in the queue waits for the key).
     refused: bool,
+    /// A read of the key after the deadline already found it free (one more try, then give up).
+    inspected_late: bool,
     /// Our place is first in the queue: nobody can get ahead of it any more (later entries have
     /// later creation indexes), so the queue need not be listed again.
     head: bool,
@@ -132,6 +134,7 @@ impl Acquire {
             expect: Expect::Absent,
             queued,
             refused: false,
+            inspected_late: false,
             head: false,
             pause: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
             attempts_on_session: 0,
@@ -169,15 +172,13 @@ impl Acquire {
                     self.after_invalid_session(&s, status, message).await?
                 }
                 LockAttempt::LockDelay => self.pause_in_lock_delay().await?,
-                // Held (or present: the guard found the key): wait in the queue, woken once per
-                // release, not on the key with everyone; first in line, it reads the key.
-                LockAttempt::Held | LockAttempt::NotAsExpected if !self.queued => {
-                    self.queued = true;
-                    self.refused = true;
+                // The key exists: held, free after Go's client released it, or another primitive's.
+                LockAttempt::NotAsExpected => {
+                    if self.inspect(&s).await? {
+                        self.on_held()?;
+                    }
                 }
-                // Queued: held by someone outside the queue (first in line) or ahead of a waiter that
-                // left; or present, free after a Go holder released it, or another primitive's.
-                LockAttempt::Held | LockAttempt::NotAsExpected => self.refused = true,
+                LockAttempt::Held => self.on_held()?,
             }
         }
     }
@@ -289,6 +290,48 @@ impl Acquire {
         hold
     }
 
+    /// The key exists though we expected otherwise: read it once. `true` when another session holds
+    /// it; `false` when it is free (the next attempt requires it unchanged).
+    async fn inspect(&mut self, s: &SessionCore) -> Step<bool> {
+        let past = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if past && std::mem::replace(&mut self.inspected_late, true) {
+            return Err(Stop::NotAcquired); // free at each read, taken at each attempt: out of time
+        }
+        let entry = self.plan.client.kv_get(&self.plan.key).await?;
+        let held = self.judge(entry, s)?;
+        Ok(held)
+    }
+
+    /// Decide from a read of the key: `Ok(true)` held by another session (recorded for the error at
+    /// the deadline), `Ok(false)` free or ours (the next attempt's guard is set accordingly);
+    /// [`Error::Conflict`] for another primitive's key.
+    fn judge(&mut self, entry: Option<KvEntry>, s: &SessionCore) -> Step<bool> {
+        let Some(e) = entry else {
+            self.expect = Expect::Absent;
+            return Ok(false);
+        };
+        if !crate::flags::lockable(e.flags) {
+            return Err(Error::Conflict { key: self.plan.key.clone(), flags: e.flags }.into());
+        }
+        if e.holder_session().is_none_or(|h| h == s.id) {
+            self.expect = Expect::Unchanged(e.modify_index);
+            return Ok(false);
+        }
+        self.seen = Some(e);
+        Ok(true)
+    }
+
+    /// The key is held by another session: join the queue (once; woken once per release instead
+    /// of with everyone), or, queued already, wait for the key when first in line.
+    fn on_held(&mut self) -> Step {
+        if !self.queued && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Stop::NotAcquired); // one attempt only: no queue to join
+        }
+        self.queued = true;
+        self.refused = true;
+        Ok(())
+    }
+
     /// Consul refused our session. A shared one is lost; an own one is replaced (paced), unless
     /// Consul keeps refusing brand-new sessions.
     async fn after_invalid_session(&mut self, s: &SessionCore, status: u16, message: String) -> Step {
@@ -331,18 +374,9 @@ impl Acquire {
             let Some(entry) = Self::unless_cancelled(&mut self.tx, watch.next(self.deadline)).await?? else {
                 return Err(Stop::NotAcquired);
             };
-            let Some(e) = entry else {
-                self.expect = Expect::Absent;
-                return Ok(()); // deleted: try again
-            };
-            if !crate::flags::lockable(e.flags) {
-                return Err(Error::Conflict { key: self.plan.key.clone(), flags: e.flags }.into());
-            }
-            if e.holder_session().is_none_or(|h| h == s.id) {
-                self.expect = Expect::Unchanged(e.modify_index);
+            if !self.judge(entry, s)? {
                 return Ok(()); // free (or ours): try again, if it is still as read
             }
-            self.seen = Some(e);
             if s.is_lost() && self.plan.shared.is_none() {
                 return Ok(()); // our waiting session died: make a new one
             }

@@ -130,6 +130,15 @@ impl std::fmt::Display for TransportError {
                 self.address, self.message
             );
         }
+        if self.timeout {
+            // A running agent cut off from its servers (a partition, no leader) answers this way too.
+            return write!(
+                f,
+                "no answer from Consul at {} in time: {}; the agent may be overloaded or cut off from its servers \
+                 (network partition, no cluster leader), or nothing answers there (CONSUL_HTTP_ADDR)",
+                self.address, self.message
+            );
+        }
         write!(
             f,
             "cannot reach Consul at {}: {}; is Consul running at {}? (set CONSUL_HTTP_ADDR to point elsewhere)",

@@ -67,6 +67,12 @@ async fn connect_refused_is_transport_error_naming_the_address() {
 async fn silent_server_times_out() {
     let s = BadServer::start(Bad::Silent).await;
     all_fail(&s, "silent", |e| matches!(e, Error::Transport(t) if t.is_timeout())).await;
+    // Regression (found by the partition run): a timeout used to ask "is Consul running at …?",
+    // although a running client agent cut off from its servers times out the same way.
+    let e = s.client().holder("k/1").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(!msg.contains("is Consul running"), "{msg}");
+    assert!(msg.contains("cut off from its servers") && msg.contains(s.addr()), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

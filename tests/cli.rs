@@ -149,7 +149,8 @@ fn second_run_waits_then_runs_and_no_wait_exits_with_the_conflict_code() {
     let (key, dir) = unique("exclusion");
     let log = dir.join("log");
     let l = log.display();
-    let a_script = format!("echo a-start >> {l}; sleep 2; echo a-end >> {l}");
+    // Long enough that B, started after the -n/-E/-w runs, still waits past the progress delay.
+    let a_script = format!("echo a-start >> {l}; sleep 4; echo a-end >> {l}");
     let a = spawn(&[&["run", &key, "--"][..], &sh(&a_script)].concat());
     wait_for_file(&log, "a-start", LIMIT);
 

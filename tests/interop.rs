@@ -82,10 +82,10 @@ async fn a_key_released_by_go_is_free_and_a_waiter_takes_it() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiter.is_finished(), "waits while Go holds");
+    let go_held = raw_kv(&key).await.unwrap()["ModifyIndex"].as_u64().unwrap();
     assert_eq!(put(&format!("kv/{key}?release={sid}&flags={LOCK_FLAGS}"), "go").await, Value::Bool(true));
-    let released = raw_kv(&key).await.unwrap();
     let g = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("bounded").unwrap().unwrap();
-    assert!(g.fencing_token() > released["ModifyIndex"].as_u64().unwrap());
+    assert!(g.fencing_token() > go_held + 1, "taken after Go's release write");
     let kv = raw_kv(&key).await.unwrap();
     assert_eq!(kv["Session"].as_str(), Some(g.session_id()));
     assert_eq!(kv["Flags"].as_u64(), Some(LOCK_FLAGS));

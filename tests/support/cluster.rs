@@ -1,5 +1,7 @@
-//! Non-dev Consul servers on loopback (persistent `-data-dir`): a 3-server cluster whose leader can
-//! be killed, or a single server restarted under a held lock. Each server is killed on drop.
+//! Non-dev Consul agents on loopback (persistent `-data-dir`): a 3-server cluster whose leader can
+//! be killed, a single server restarted under a held lock, or (inside a private network namespace)
+//! servers and client agents each on its own 127.0.0.x address with Consul's default ports. Each
+//! agent is killed on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +13,8 @@ use tokio::time::Instant;
 
 pub struct Server {
     pub name: String,
+    /// The loopback address every port of this agent binds.
+    pub ip: String,
     /// HTTP, serf LAN, serf WAN, server RPC.
     pub ports: [u16; 4],
     pub dir: PathBuf,
@@ -26,16 +30,26 @@ fn free_ports<const N: usize>() -> [u16; N] {
 impl Server {
     /// Configure (not start) a server; `join` are the serf LAN ports of the others.
     pub fn new(name: &str, ports: [u16; 4], bootstrap_expect: usize, join: &[u16]) -> Server {
+        let join: Vec<String> = join.iter().map(|j| format!("127.0.0.1:{j}")).collect();
+        Server::configure(name, "127.0.0.1", ports, Some(bootstrap_expect), &join)
+    }
+
+    /// Configure (not start) an agent on its own address `ip` with Consul's default ports: a server
+    /// when `bootstrap_expect` is given, else a client agent. `join` are the others' addresses.
+    pub fn on_address(name: &str, ip: &str, bootstrap_expect: Option<usize>, join: &[String]) -> Server {
+        Server::configure(name, ip, [8500, 8301, 8302, 8300], bootstrap_expect, join)
+    }
+
+    fn configure(name: &str, ip: &str, ports: [u16; 4], bootstrap_expect: Option<usize>, join: &[String]) -> Server {
         let dir = std::env::temp_dir().join(format!("consul-lock-srv-{}-{name}-{}", std::process::id(), ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut args: Vec<String> = [
             "agent",
-            "-server",
             "-bind",
-            "127.0.0.1",
+            ip,
             "-client",
-            "127.0.0.1",
+            ip,
             "-dns-port",
             "-1",
             "-grpc-port",
@@ -52,17 +66,20 @@ impl Server {
         let p = |i: usize| ports[i].to_string();
         args.extend(["-node".into(), name.into(), "-data-dir".into(), dir.join("data").display().to_string()]);
         args.extend(["-http-port".into(), p(0), "-serf-lan-port".into(), p(1), "-serf-wan-port".into(), p(2)]);
-        args.extend(["-server-port".into(), p(3), "-bootstrap-expect".into(), bootstrap_expect.to_string()]);
-        for j in join {
-            args.extend(["-retry-join".into(), format!("127.0.0.1:{j}")]);
+        args.extend(["-server-port".into(), p(3)]);
+        if let Some(n) = bootstrap_expect {
+            args.extend(["-server".into(), "-bootstrap-expect".into(), n.to_string()]);
         }
-        Server { name: name.into(), ports, dir, args, child: None }
+        for j in join {
+            args.extend(["-retry-join".into(), j.clone()]);
+        }
+        Server { name: name.into(), ip: ip.into(), ports, dir, args, child: None }
     }
 
     pub fn start(&mut self) {
         let bin = find_binary().unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("consul.log")).unwrap();
-        let child = Command::new(bin)
+        let child = super::netns::die_with_parent(&mut Command::new(bin))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -79,13 +96,18 @@ impl Server {
         }
     }
 
-    pub fn http_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports[0])
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
-    /// `127.0.0.1:<server RPC port>`, as `/v1/status/leader` names the leader.
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.ports[0])
+    }
+
+    /// `<ip>:<server RPC port>`, as `/v1/status/leader` names the leader.
     pub fn rpc_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports[3])
+        format!("{}:{}", self.ip, self.ports[3])
     }
 
     pub fn client(&self) -> Client {

@@ -101,5 +101,10 @@ where
 }
 pub mod child;
 pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod netns;
 pub mod proxy;
+pub mod register;
 pub mod worker;
+pub mod workload;
