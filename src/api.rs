@@ -475,6 +475,24 @@ impl Client {
         }
     }
 
+    /// Election: replace the value of `key` only while `session` holds it (`check-session` + `set`
+    /// in one transaction, keeping `flags`). `Ok(Some(modify_index))` when written; `Ok(None)` when
+    /// the key is gone or another session holds it.
+    pub(crate) async fn txn_proclaim(&self, key: &str, session: &str, value: &[u8], flags: u64) -> Result<Option<u64>> {
+        let ops = [
+            TxnOp::kv("check-session", key, None, Some(session)),
+            TxnOp::kv("set", key, Some(value), None).flags(flags),
+        ];
+        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+            Txn::Committed(kvs) => kvs
+                .last()
+                .map(|kv| Some(kv.modify_index))
+                .ok_or_else(|| Error::decode(self.address(), "proclaim transaction returned no KV result")),
+            Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(None),
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
+        }
+    }
+
     fn rolled_back(&self, what: String) -> Error {
         Error::Consul { address: self.address().to_owned(), status: 409, message: what }
     }

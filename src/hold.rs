@@ -131,15 +131,21 @@ impl Hold {
             }
             return;
         }
-        if !self.watch_started.swap(true, Ordering::SeqCst) {
-            let t = self.runtime.spawn(watch_key(Arc::downgrade(self)));
-            lock(&self.tasks).push(t.abort_handle());
-        }
+        self.start_watch();
         let mut own = self.lost.subscribe();
         let mut session = self.session.subscribe();
         tokio::select! {
             _ = own.wait_for(|l| *l) => {}
             _ = session.wait_for(|l| *l) => {}
+        }
+    }
+
+    /// Start watching the key now rather than at the first [`wait_lost`](Self::wait_lost) (a lock
+    /// with its own session; a no-op otherwise and once started). One blocking query at a time.
+    pub(crate) fn start_watch(self: &Arc<Self>) {
+        if self.own_session && !self.watch_started.swap(true, Ordering::SeqCst) {
+            let t = self.runtime.spawn(watch_key(Arc::downgrade(self)));
+            lock(&self.tasks).push(t.abort_handle());
         }
     }
 

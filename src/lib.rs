@@ -10,6 +10,11 @@
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
 //! - [`Semaphore`]: at most N holders of a prefix at once ([`SemaphorePermit`]), Consul's semaphore
 //!   recipe, sharing slots with Go's `api.Semaphore` and `consul lock -n N`.
+//! - [`Election`]: leader election on one key — [`campaign`](Election::campaign) waits until
+//!   elected and returns a [`Leadership`] (fencing [`term`](Leadership::term),
+//!   [`proclaim`](Leadership::proclaim), [`resign`](Leadership::resign)); anyone can read the
+//!   [`leader`](Election::leader) or [`observe`](Election::observe) every change. A campaign is a
+//!   lock acquire carrying the value, so it interoperates with [`EphemeralLock`] on the same key.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words
@@ -74,18 +79,22 @@
 //   lock, guard                             — the public `EphemeralLock` and `LockGuard`
 //   slots, permit, admit, semaphore         — the semaphore: its coordination key, a held slot,
 //                                             the acquire procedure, the public `Semaphore`
+//   leadership, leader_watch, election      — leader election on a lock (`Election`)
 //   blocking, testing                       — the blocking mirror; test support
 mod acquire;
 mod admit;
 mod api;
 pub mod blocking;
 mod client;
+mod election;
 mod error;
 mod flags;
 mod guard;
 mod hold;
 mod holder;
 mod key;
+mod leader_watch;
+mod leadership;
 mod lock;
 mod metrics;
 mod mutex;
@@ -104,11 +113,15 @@ mod watch;
 
 pub use api::SessionInfo;
 pub use client::{Client, ClientBuilder};
+pub use election::Election;
 pub use error::{Error, Result, TransportError};
 pub use flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
 pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
 pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use leader_watch::Leader;
+pub use leader_watch::LeaderWatch;
+pub use leadership::Leadership;
 pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
 pub use permit::SemaphorePermit;
 pub use semaphore::{Semaphore, SemaphoreState};

@@ -79,6 +79,11 @@ pub(crate) struct Watch<T> {
     pace: bool,
     backoff: Backoff,
     decode: fn(&Client, Reply) -> Result<T>,
+    /// `Some(d)`: a retryable error is returned once requests have failed for `d` in a row.
+    report_after: Option<Duration>,
+    failing_since: Option<Instant>,
+    /// The backoff owed after a returned error, slept at the start of the next call.
+    pause_next: Option<Duration>,
 }
 
 impl Watch<Option<KvEntry>> {
@@ -106,7 +111,25 @@ impl Watch<Vec<SessionEntry>> {
 
 impl<T> Watch<T> {
     fn new(client: &Client, path: String, recurse: bool, decode: fn(&Client, Reply) -> Result<T>) -> Self {
-        Watch { client: client.clone(), path, recurse, index: 0, pace: false, backoff: Backoff::requests(), decode }
+        Watch {
+            client: client.clone(),
+            path,
+            recurse,
+            index: 0,
+            pace: false,
+            backoff: Backoff::requests(),
+            decode,
+            report_after: None,
+            failing_since: None,
+            pause_next: None,
+        }
+    }
+
+    /// Return a retryable error (instead of retrying until the deadline) once requests have failed
+    /// for `budget` in a row; the next call resumes after the backoff, from the same index.
+    pub(crate) fn report_errors_after(mut self, budget: Duration) -> Self {
+        self.report_after = Some(budget);
+        self
     }
 
     /// Start by blocking on `index` (a state already seen) instead of reading the current state.
@@ -122,6 +145,11 @@ impl<T> Watch<T> {
     /// # Errors
     /// A non-retryable error at once; a retryable one when the deadline leaves no time to retry.
     pub(crate) async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<T>> {
+        if let Some(pause) = self.pause_next.take() {
+            if !sleep_until_deadline(pause, deadline).await {
+                return Ok(None);
+            }
+        }
         loop {
             if std::mem::take(&mut self.pace) && !sleep_until_deadline(PACE, deadline).await {
                 return Ok(None);
@@ -145,6 +173,7 @@ impl<T> Watch<T> {
             match result {
                 Ok((header, value)) => {
                     self.backoff = Backoff::requests();
+                    self.failing_since = None;
                     let (index, changed) = advance(self.index, header);
                     self.index = index;
                     self.pace = blocking && !changed;
@@ -154,6 +183,10 @@ impl<T> Watch<T> {
                     let pause = self.backoff.next_delay();
                     if block_for(deadline, Instant::now() + pause).is_none() {
                         return Err(e); // no answer from Consul by the deadline
+                    }
+                    if self.over_error_budget() {
+                        self.pause_next = Some(pause);
+                        return Err(e);
                     }
                     tracing::debug!(path = %self.path, error = %e, ?pause, "watch query failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -177,6 +210,17 @@ impl<T> Watch<T> {
                 }
             }
         }
+    }
+
+    /// Whether requests have now failed for longer than the error budget (then the count restarts).
+    fn over_error_budget(&mut self) -> bool {
+        let Some(budget) = self.report_after else { return false };
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < budget {
+            return false;
+        }
+        self.failing_since = None;
+        true
     }
 
     async fn send(&self, wait: Duration) -> Result<Reply> {

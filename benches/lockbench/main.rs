@@ -12,11 +12,13 @@
 //! Parts: `latency` (raw floors and uncontended cycles, async and blocking, interleaved in rounds),
 //! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
 //! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
+//! `election` (failover after resign, requests per handoff, observe latency; election.rs).
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
 mod common;
 mod contention;
+mod election;
 mod latency;
 mod scale;
 mod semaphore;
@@ -26,6 +28,7 @@ use std::io::Write;
 
 use common::{Config, Ctl};
 use contention::{parse_run, print_contend, run_procs, run_tasks};
+use election::part_election;
 use latency::{part_latency, print_latency};
 use scale::part_scale;
 use worker::worker_main;
@@ -37,7 +40,7 @@ fn main() {
         return;
     }
     let parts: Vec<&str> = if args.is_empty() {
-        vec!["latency", "contend", "scale", "semaphore"]
+        vec!["latency", "contend", "scale", "semaphore", "election"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -98,7 +101,8 @@ fn main() {
             }
             "scale" => rt.block_on(part_scale(&cfg)),
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore)"),
+            "election" => rt.block_on(part_election(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election)"),
         }
         let _ = std::io::stdout().flush();
     }

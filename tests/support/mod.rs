@@ -58,6 +58,12 @@ pub async fn raw_keys(prefix: &str) -> Vec<String> {
     r.json().await.unwrap()
 }
 
+/// Raw `DELETE /v1/kv/<encoded key>`, as an operator deleting a key from outside.
+pub async fn raw_delete(encoded_key: &str) {
+    let r = http().delete(url(&format!("/v1/kv/{encoded_key}"))).send().await.unwrap();
+    assert!(r.status().is_success(), "DELETE kv {encoded_key}: {}", r.status());
+}
+
 /// The session currently holding `encoded_key`, if any.
 pub async fn raw_holder(encoded_key: &str) -> Option<String> {
     raw_kv(encoded_key).await.and_then(|e| e["Session"].as_str().map(str::to_owned)).filter(|s| !s.is_empty())

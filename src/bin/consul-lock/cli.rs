@@ -18,6 +18,10 @@ Examples:
   # a holder is stuck: destroy its session
   consul-lock break deploy/web --yes
 
+  # leader election: run the service only on the leader, and show who leads
+  consul-lock run --value 10.0.0.7:8080 service/billing/leader -- ./billing-server
+  consul-lock leader service/billing/leader --watch
+
   # an agent listening on a unix socket; shell completions
   CONSUL_HTTP_ADDR=unix:///run/consul/http.sock consul-lock status deploy/web
   consul-lock completions bash > /etc/bash_completion.d/consul-lock
@@ -82,6 +86,8 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Destroy the session holding KEY, freeing it (for a stuck holder; needs --yes)
     Break(BreakArgs),
+    /// Show the leader of an election on KEY (exit 0 leader, 1 none, 2 error); --watch follows it
+    Leader(LeaderArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write all of them with --out-dir
@@ -189,6 +195,30 @@ pub(crate) struct BreakArgs {
     /// Really destroy the holder's session (without it, only shows what would be broken)
     #[arg(long)]
     pub(crate) yes: bool,
+}
+
+/// `consul-lock leader`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  consul-lock leader service/billing/leader                 # exit 0 leader, 1 none, 2 error
+  consul-lock leader service/billing/leader --json | jq -r .value
+  consul-lock leader service/billing/leader --watch --json  # one line per change, until Ctrl-C
+
+The leader is the holder of KEY: an Election::campaign in the library, or a `consul-lock run
+--value VALUE KEY -- CMD` (CMD runs only on the leader).")]
+pub(crate) struct LeaderArgs {
+    /// The Consul KV key of the election
+    #[arg(value_name = "KEY")]
+    pub(crate) key: String,
+
+    /// Print JSON (one object; with --watch one per line; stable field names, see docs/CLI.md)
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Keep printing one line per change (new leader, new value, no leader) until SIGINT/SIGTERM (exit 0)
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 /// `consul-lock completions`.

@@ -32,6 +32,7 @@ mod connect;
 mod docs;
 mod exit;
 mod held;
+mod leader;
 mod progress;
 mod run;
 mod signals;
@@ -80,6 +81,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Break(args) => {
             let client = connect::client(&cli.conn, exit::ERROR)?;
             break_lock::break_lock(&client, &args.key, args.yes).await
+        }
+        Command::Leader(args) => {
+            let client = connect::client(&cli.conn, exit::ERROR)?;
+            leader::leader(&client, &args.key, args.json, args.watch).await
         }
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),

@@ -1,0 +1,222 @@
+//! `Election`: leader election on one Consul key. A campaign is a lock acquire that carries the
+//! candidate's value (an [`EphemeralLock`] in fair mode); the leader is whoever holds the key.
+//! [`Leader`] is who leads, as anyone can read it; the held side is [`Leadership`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::key;
+use crate::leader_watch::{Leader, LeaderWatch};
+use crate::leadership::Leadership;
+use crate::lock::EphemeralLock;
+
+/// Leader election on one key: candidates [`campaign`](Election::campaign) with a value (say, their
+/// address); one at a time leads, the others wait in line; anyone can read the
+/// [`leader`](Election::leader) or [`observe`](Election::observe) every change.
+///
+/// # Guarantees, in plain words
+/// - **One leader at a time, as Consul sees it.** Leading means holding the key through a Consul
+///   session, exactly like [`EphemeralLock`]: the same TTL, renewals and loss detection.
+/// - **Leadership can be lost** (renewals failing for a TTL, the session destroyed, the key deleted
+///   or taken). [`Leadership::lost`] then resolves and [`Leadership::is_leader`] turns false; a
+///   paused or partitioned leader may still be running when a new one is elected, which is what the
+///   [`term`](Leadership::term) is for: pass it to what you write to, and have that reject a term
+///   lower than one it has seen. Terms strictly increase from leader to leader.
+/// - **Resigning hands over at once**: [`Leadership::resign`] deletes the key (no lock-delay) and
+///   the next candidate in line takes it; dropping a [`Leadership`] resigns in the background. A
+///   leader that dies without resigning is replaced after its session expires (at most about 2×TTL)
+///   plus the lock-delay.
+/// - **Candidates wait in line**: campaigns use the lock's fair mode, so a handoff wakes only the
+///   next candidate (about 4 requests per handoff however many wait), first come, first served.
+/// - **Interoperates with the plain lock**: a campaign is a lock acquire with the value, so an
+///   [`EphemeralLock`] on the same key (or `consul-lock run KEY`) competes in the same election,
+///   and [`Client::holder`](crate::Client::holder) shows the leader.
+///
+/// ```no_run
+/// # async fn demo() -> consul_lock::Result<()> {
+/// let election = consul_lock::Election::new("service/billing/leader");
+/// let leadership = election.campaign(b"10.0.0.7:8080".to_vec()).await?;
+/// println!("leading with term {}", leadership.term());
+/// tokio::select! {
+///     _ = leadership.lost() => eprintln!("lost the leadership: stop"),
+///     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+/// }
+/// leadership.resign().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Election {
+    key: String,
+    client: Option<Client>,
+    ttl: Option<Duration>,
+    lock_delay: Option<Duration>,
+    session_name: Option<String>,
+    acquire_timeout: Duration,
+}
+
+impl Election {
+    /// An election on `key`, with the lock's defaults (TTL 15 s, lock-delay 15 s, client from the
+    /// environment) and no campaign timeout. Never fails: an invalid key or setting is reported by
+    /// the first call, before any request.
+    pub fn new(key: impl Into<String>) -> Self {
+        Election {
+            key: key.into(),
+            client: None,
+            ttl: None,
+            lock_delay: None,
+            session_name: None,
+            acquire_timeout: Duration::MAX,
+        }
+    }
+
+    /// The Consul client to use. Default: [`Client::from_env`], built at each call.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Session TTL of a campaign (see [`EphemeralLock::ttl`]). Default 15 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Lock-delay after a leader's session is invalidated without resigning (see
+    /// [`EphemeralLock::lock_delay`]). Resigning never triggers it. Default 15 s.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = Some(delay);
+        self
+    }
+
+    /// The campaign session's name. Default `consul-lock: <key>`.
+    pub fn session_name(mut self, name: String) -> Self {
+        self.session_name = Some(name);
+        self
+    }
+
+    /// How long [`campaign`](Self::campaign) waits to be elected. Default `Duration::MAX`: until
+    /// elected. `Duration::ZERO` makes one attempt.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The election's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lock a campaign with `value` takes.
+    fn lock(&self, value: Vec<u8>) -> EphemeralLock {
+        let mut lock =
+            EphemeralLock::new(self.key.clone()).acquire_timeout(self.acquire_timeout).fair(true).value(value);
+        if let Some(c) = &self.client {
+            lock = lock.client(c.clone());
+        }
+        if let Some(ttl) = self.ttl {
+            lock = lock.ttl(ttl);
+        }
+        if let Some(delay) = self.lock_delay {
+            lock = lock.lock_delay(delay);
+        }
+        if let Some(name) = &self.session_name {
+            lock = lock.session_name(name.clone());
+        }
+        lock
+    }
+
+    pub(crate) fn resolved_client(&self) -> Result<Client> {
+        match &self.client {
+            Some(c) => Ok(c.clone()),
+            None => Client::from_env(),
+        }
+    }
+
+    /// Campaign with `value` and wait until elected (or the acquire timeout, if one is set). The
+    /// session is renewed while waiting; candidates are served in arrival order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) before any request for a bad key or setting, or a value over
+    /// [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES); [`Error::NotAcquired`](crate::Error::NotAcquired) when an acquire timeout
+    /// is set and ran out; [`Error::Transport`](crate::Error::Transport), [`Error::PermissionDenied`](crate::Error::PermissionDenied), [`Error::Consul`](crate::Error::Consul) as
+    /// for [`EphemeralLock::hold`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future at any point leaves no key, no queue entry, no session and
+    /// no renewal task behind (it is [`EphemeralLock::hold`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let election = consul_lock::Election::new("service/billing/leader");
+    /// let leadership = election.campaign(b"10.0.0.7:8080".to_vec()).await?;
+    /// assert!(leadership.is_leader());
+    /// leadership.resign().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn campaign(&self, value: Vec<u8>) -> Result<Leadership> {
+        let guard = self.lock(value).hold().await?;
+        Ok(Leadership::new(guard))
+    }
+
+    /// Campaign with `value`, run `fut` once elected, resign. If the leadership is lost meanwhile,
+    /// `fut` is dropped and the result is [`Error::LockLost`](crate::Error::LockLost): the election counterpart of
+    /// [`EphemeralLock::run`].
+    ///
+    /// # Errors
+    /// As [`campaign`](Self::campaign); [`Error::LockLost`](crate::Error::LockLost); resign errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the returned future drops `fut` and resigns (or stops campaigning) in the
+    /// background.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn serve() {}
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let election = consul_lock::Election::new("service/billing/leader");
+    /// match election.run_as_leader(b"10.0.0.7:8080".to_vec(), serve()).await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.is_lost() => eprintln!("lost the leadership; serve() was stopped"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_as_leader<F: Future>(&self, value: Vec<u8>, fut: F) -> Result<F::Output> {
+        self.lock(value).run(fut).await
+    }
+
+    /// Who leads now (one read); `None` when nobody does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an invalid key (before any request); transport and Consul
+    /// errors; [`Error::Decode`](crate::Error::Decode) for a value Consul sent that is not base64.
+    ///
+    /// # Cancel safety
+    /// A read: dropping the future changes nothing.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> consul_lock::Result<()> {
+    /// let election = consul_lock::Election::new("service/billing/leader");
+    /// match election.leader().await? {
+    ///     Some(l) => println!("leader: {} (term {})", String::from_utf8_lossy(&l.value), l.term),
+    ///     None => println!("no leader"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn leader(&self) -> Result<Option<Leader>> {
+        key::validate(&self.key)?;
+        let client = self.resolved_client()?;
+        let entry = client.kv_get(&self.key).await?;
+        Leader::from_entry(entry, &client)
+    }
+
+    /// Follow the leader: a [`LeaderWatch`] whose [`next`](LeaderWatch::next) gives the current
+    /// state first, then every change (see [`LeaderWatch`]). No request until the first `next`.
+    pub fn observe(&self) -> LeaderWatch {
+        LeaderWatch::new(self.key.clone(), self.client.clone())
+    }
+}
