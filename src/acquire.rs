@@ -22,6 +22,7 @@ use crate::metrics::{self, Loss};
 use crate::queue::{self, Waited};
 use crate::retry::Backoff;
 use crate::session::{Claim, SessionCore};
+use crate::task::{Step, Stop};
 use crate::watch::Watch;
 
 /// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
@@ -55,23 +56,6 @@ pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
     wait.finish(&result);
     result
 }
-
-/// Why the procedure stopped without the lock.
-enum Stop {
-    /// Someone else held the key until the deadline.
-    NotAcquired,
-    /// The caller dropped its future.
-    Cancelled,
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(e: Error) -> Self {
-        Stop::Failed(e)
-    }
-}
-
-type Step<T = ()> = std::result::Result<T, Stop>;
 
 /// What to do after consulting the queue.
 enum Queued {

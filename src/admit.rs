@@ -22,6 +22,7 @@ use crate::permit::Permit;
 use crate::retry::{self, Backoff};
 use crate::session::{Claim, SessionCore};
 use crate::slots::{Layout, View};
+use crate::task::{Step, Stop};
 use crate::watch::Watch;
 
 /// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
@@ -61,20 +62,6 @@ pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
     });
     rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring a semaphore slot")))
 }
-
-enum Stop {
-    NotAcquired,
-    Cancelled,
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(e: Error) -> Self {
-        Stop::Failed(e)
-    }
-}
-
-type Step<T = ()> = std::result::Result<T, Stop>;
 
 struct Admit {
     plan: Plan,

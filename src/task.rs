@@ -36,6 +36,24 @@ pub(crate) fn stopped(what: &str) -> Error {
     Error::Cancelled(format!("{what}: its task was stopped (is the tokio runtime shutting down?)"))
 }
 
+/// Why an acquire procedure (a lock's, a semaphore slot's) stopped without what it wanted.
+pub(crate) enum Stop {
+    /// Someone else held it until the deadline.
+    NotAcquired,
+    /// The caller dropped its future.
+    Cancelled,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// One step of an acquire procedure: its value, or why the procedure stops.
+pub(crate) type Step<T = ()> = std::result::Result<T, Stop>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
