@@ -151,6 +151,10 @@ if [ "$use_peers" = 1 ]; then
 fi
 ours dev-scale scale
 ours dev-election election
+if [ "$use_peers" = 1 ]; then
+  LOCKBENCH_GO_SEMABENCH=$(PEERS_DIR=$peers bash scripts/go-semabench.sh | tail -n 1) || LOCKBENCH_GO_SEMABENCH=
+  export LOCKBENCH_GO_SEMABENCH
+fi
 ours dev-semaphore semaphore
 stop_agent
 

@@ -6,7 +6,11 @@
 //! - uncontended cycle: the library in-process (`hold` + `release`), and one process per cycle for
 //!   both CLIs (`consul-lock run --limit 2 P -- true` and `consul lock -n 2 P true`);
 //! - handoff under contention, limit 2, N = 2, 8, 32 processes looping over the client, each
-//!   section recording its enter and exit: handoff = enter − the latest exit before it.
+//!   section recording its enter and exit: handoff = enter − the latest exit before it;
+//! - the same two in-process, library beside library: our `Semaphore` in N tasks and Go's
+//!   `api.Semaphore` in N goroutines (benches/go/semabench.go, built by scripts/go-semabench.sh;
+//!   its path in `LOCKBENCH_GO_SEMABENCH`, else those rows are left out), each holder watching for
+//!   the loss of its slot as Go's always does.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +42,8 @@ impl Counter {
                 let (up, count) = (upstream.clone(), count.clone());
                 tokio::spawn(async move {
                     if let Ok(up) = TcpStream::connect(&up).await {
+                        // No Nagle delays of our own: forward each write as it comes.
+                        let _ = (down.set_nodelay(true), up.set_nodelay(true));
                         pipe(down, up, count).await;
                     }
                 });
@@ -159,14 +165,24 @@ fn contended(go: bool, prefix: &str, proxy: &str, procs: usize, turns: usize, di
     for c in &mut children {
         assert!(c.wait().map(|s| s.success()).unwrap_or(false), "a contender process failed");
     }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let mut events: Vec<(u128, bool)> = text
+    gaps_in_log(&log)
+}
+
+/// Handoff gaps from a section log: lines `<unix ns> 1` (enter) and `<unix ns> 0` (exit).
+fn gaps_in_log(log: &std::path::Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let events = text
         .lines()
         .filter_map(|l| {
             let (t, e) = l.split_once(' ')?;
             Some((t.parse().ok()?, e == "1"))
         })
         .collect();
+    gaps(events)
+}
+
+/// Handoff gaps (ms): each enter minus the latest exit before it.
+fn gaps(mut events: Vec<(u128, bool)>) -> Vec<f64> {
     events.sort();
     let mut last_exit = None;
     let mut gaps = Vec::new();
@@ -213,7 +229,7 @@ pub(crate) async fn part_semaphore(cfg: &Config) {
         let work = async move { tokio::task::block_in_place(|| process_cycles(go, prefix, &addr, procs)) };
         rows.push(measured(&ctl, &proxy, what.into(), procs, work).await);
     }
-    for contenders in [2usize, 8, 32] {
+    for contenders in contender_counts() {
         let turns = (64 / contenders).max(2);
         for go in [false, true] {
             let side = if go { "`consul lock -n 2`" } else { "`consul-lock run --limit 2`" };
@@ -226,8 +242,97 @@ pub(crate) async fn part_semaphore(cfg: &Config) {
             rows.push(measured(&ctl, &proxy, what, contenders * turns, work).await);
         }
     }
+    library_rows(&ctl, &proxy, &client, &dir, &mut rows).await;
     let _ = std::fs::remove_dir_all(&dir);
     print_rows(&rows);
+}
+
+/// Library beside library: our `Semaphore` in tasks, Go's `api.Semaphore` in goroutines.
+async fn library_rows(
+    ctl: &Ctl,
+    proxy: &Counter,
+    client: &consul_lock::Client,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+) {
+    let go = std::env::var("LOCKBENCH_GO_SEMABENCH").ok().filter(|p| std::path::Path::new(p).is_file());
+    if go.is_none() {
+        eprintln!("semaphore: LOCKBENCH_GO_SEMABENCH not set (scripts/go-semabench.sh): no Go api.Semaphore rows");
+    }
+    let n = 100;
+    if let Some(bin) = &go {
+        let cmd = format!("{bin} -addr {} -mode cycle -n {n} -prefix bench/sem/go-lib", proxy.addr);
+        let work = async move { tokio::task::block_in_place(|| go_lines(&cmd)) };
+        rows.push(measured(ctl, proxy, "cycle, library, Go `api.Semaphore` (Acquire + Release)".into(), n, work).await);
+    }
+    for contenders in contender_counts() {
+        let turns = (64 / contenders).max(2);
+        let what = format!("handoff, {contenders} tasks, ours (`Semaphore::hold`, one client)");
+        eprintln!("semaphore: {what} ...");
+        let work = tasks_contended(client.clone(), format!("bench/sem/lib-{contenders}"), contenders, turns);
+        rows.push(measured(ctl, proxy, what, contenders * turns, work).await);
+        let Some(bin) = &go else { continue };
+        let log = dir.join(format!("log-go-lib-{contenders}"));
+        let cmd = format!(
+            "{bin} -addr {} -mode contend -n {contenders} -turns {turns} -prefix bench/sem/go-lib-{contenders} -log {}",
+            proxy.addr,
+            log.display()
+        );
+        let what = format!("handoff, {contenders} goroutines, Go `api.Semaphore` (one client)");
+        eprintln!("semaphore: {what} ...");
+        let work = async move {
+            tokio::task::block_in_place(|| go_lines(&cmd));
+            gaps_in_log(&log)
+        };
+        rows.push(measured(ctl, proxy, what, contenders * turns, work).await);
+    }
+}
+
+/// N of the handoff rows: 2, 8, 32, or `LOCKBENCH_SEM_CONTENDERS` (comma-separated).
+fn contender_counts() -> Vec<usize> {
+    let given = std::env::var("LOCKBENCH_SEM_CONTENDERS").unwrap_or_default();
+    let picked: Vec<usize> = given.split(',').filter_map(|n| n.trim().parse().ok()).filter(|&n| n > 0).collect();
+    if picked.is_empty() {
+        vec![2, 8, 32]
+    } else {
+        picked
+    }
+}
+
+/// Run the Go peer; its stdout lines as numbers.
+fn go_lines(cmd: &str) -> Vec<f64> {
+    let out = Command::new("/bin/sh").args(["-c", cmd]).stderr(Stdio::inherit()).output().expect("run semabench");
+    assert!(out.status.success(), "semabench failed: {cmd}");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// `procs` tasks, each taking `turns` slots (a new `Semaphore` per turn, like a fresh process)
+/// and holding 5 ms while watching for the slot's loss.
+async fn tasks_contended(client: consul_lock::Client, prefix: String, procs: usize, turns: usize) -> Vec<f64> {
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut tasks = Vec::new();
+    for _ in 0..procs {
+        let (client, prefix, events) = (client.clone(), prefix.clone(), events.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..turns {
+                let sem = Semaphore::new(prefix.as_str(), 2).client(client.clone());
+                let permit = sem.acquire_timeout(Duration::from_secs(60)).hold().await.expect("hold");
+                events.lock().unwrap().push((now(), true));
+                tokio::select! {
+                    _ = permit.lost() => panic!("slot lost during the bench"),
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+                events.lock().unwrap().push((now(), false));
+                permit.release().await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a contender task failed");
+    }
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    gaps(events)
 }
 
 fn print_rows(rows: &[Row]) {
@@ -236,7 +341,9 @@ fn print_rows(rows: &[Row]) {
         "Cycle rows: time per cycle (process rows include starting the process). Handoff rows: a section's \
          enter − the latest exit before it (5 ms sections, the client's release and the next client's \
          admission and process start in between). Requests through a counting proxy, Raft writes from \
-         `applied_index`, both per cycle or admission, background session destroys included.\n"
+         `applied_index`, both per cycle or admission, background session destroys included. Library \
+         rows: in-process, one client per side, every holder watching for the loss of its slot (Go's \
+         `api.Semaphore` always does), a new `Semaphore` per acquisition.\n"
     );
     println!("| run | samples | p50 ms | p99 ms | requests | Raft writes |");
     println!("|---|---|---|---|---|---|");
