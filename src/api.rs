@@ -567,16 +567,22 @@ pub(crate) struct SemaphoreWrite<'a> {
     pub(crate) index: u64,
     pub(crate) session: &'a str,
     pub(crate) contender: &'a str,
+    /// Our queue entry, deleted by the admission that ends our wait in line.
+    pub(crate) dequeue: Option<&'a str>,
 }
 
 impl Client {
     /// Take a slot in one transaction: hold our contender key (with its value) and check-and-set the
-    /// coordination key with us among the holders. Rolled back as a whole if either fails.
+    /// coordination key with us among the holders (and leave the queue, if we waited in it). Rolled
+    /// back as a whole if either fails.
     pub(crate) async fn txn_admit(&self, w: &SemaphoreWrite<'_>, value: &[u8]) -> Result<Admission> {
-        let ops = [
+        let mut ops = vec![
             TxnOp::kv("lock", w.contender, Some(value), Some(w.session)).flags(w.flags),
             TxnOp::kv("cas", w.lock_key, Some(w.slots), None).flags(w.flags).index(w.index),
         ];
+        if let Some(entry) = w.dequeue {
+            ops.push(TxnOp::kv("delete", entry, None, None));
+        }
         match self.txn::<KvEntry>(txn_body(&ops)).await {
             Ok(Txn::Committed(kvs)) => kvs
                 .get(1)

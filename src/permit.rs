@@ -215,6 +215,7 @@ async fn leave(
             index,
             session: sid,
             contender,
+            dequeue: None,
         };
         match retry::until(deadline, || client.txn_leave(&w, delete_contender)).await? {
             Left::Done => return Ok(()),

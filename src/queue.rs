@@ -1,10 +1,13 @@
-//! Opt-in fair mode ([`EphemeralLock::fair`](crate::EphemeralLock::fair)): contenders queue by
-//! `CreateIndex` under `<key>/.consul-lock-queue/<session>` and each watches only its predecessor,
-//! so a release wakes one waiter instead of all of them (no thundering herd, FIFO turns).
+//! The wait line of a key: contenders queue by `CreateIndex` under
+//! `<key>/.consul-lock-queue/<session>` and each watches only its predecessor, so a release wakes
+//! one waiter instead of all of them (no thundering herd, FIFO turns). Locks use it for contenders
+//! that found the key held (and in [`EphemeralLock::fair`](crate::EphemeralLock::fair) mode for
+//! every acquire); semaphores queue under their coordination key, `PREFIX/.lock/.consul-lock-queue/`.
 //!
 //! The queue only orders the attempts: mutual exclusion is still the `lock` transaction on the key
-//! itself. A queue entry is held by the waiter's session (Behavior `delete`), so a waiter that dies
-//! leaves the queue with its session; one that gives up deletes its entry at once.
+//! itself (for a semaphore, the check-and-set of its coordination key). A queue entry is held by
+//! the waiter's session (Behavior `delete`), so a waiter that dies leaves the queue with its
+//! session; one that gives up deletes its entry at once.
 //!
 //! Only the queue itself is ever listed, never the key's tree: a key's children and longer sibling
 //! keys (`jobs/1/…`, `jobs/10`) can hold megabytes. A waiter with nobody ahead of it that finds the key
@@ -57,6 +60,12 @@ pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[KvEntry]) -> Turn {
         }
         None => Turn::Mine,
     }
+}
+
+/// Whether anyone but `sid` waits in the queue of `lock_key`, from a listing that holds it.
+pub(crate) fn others_waiting(lock_key: &str, sid: &str, entries: &[KvEntry]) -> bool {
+    let prefix = prefix(lock_key);
+    entries.iter().any(|e| e.key.starts_with(&prefix) && e.holder_session().is_some_and(|s| s != sid))
 }
 
 /// How a wait for our turn ended.
@@ -123,7 +132,26 @@ impl Place {
     /// Wait until it is our turn to try the lock; `Ok(None)` when the deadline passed.
     pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<Option<Waited>> {
         let Some(entries) = self.listing(deadline).await? else { return Ok(None) };
-        let (wkey, index, created, wsession) = match decide(&self.lock_key, &self.sid, &entries) {
+        self.wait_behind(&entries, deadline).await
+    }
+
+    /// [`wait_turn`](Self::wait_turn) from a listing that holds the queue (the enqueue's own the
+    /// first time, when it has not been used yet; then `entries`, a newer read of a tree the queue
+    /// lives in).
+    pub(crate) async fn wait_after(
+        &mut self,
+        entries: &[KvEntry],
+        deadline: Option<Instant>,
+    ) -> Result<Option<Waited>> {
+        match self.fresh.take() {
+            Some(fresh) => self.wait_behind(&fresh, deadline).await,
+            None => self.wait_behind(entries, deadline).await,
+        }
+    }
+
+    /// From `entries` (a listing that holds the queue), wait for our predecessor to go.
+    async fn wait_behind(&self, entries: &[KvEntry], deadline: Option<Instant>) -> Result<Option<Waited>> {
+        let (wkey, index, created, wsession) = match decide(&self.lock_key, &self.sid, entries) {
             Turn::Mine => return Ok(Some(Waited::First)),
             Turn::Missing => return Ok(Some(Waited::EntryGone)),
             Turn::Watch { key, index, created, session } => (key, index, created, session),

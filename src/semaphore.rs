@@ -40,6 +40,11 @@ use crate::slots::{self, Layout, MAX_LIMIT};
 /// # Ok(()) }
 /// ```
 ///
+/// Waiting contenders queue (`PREFIX/.lock/.consul-lock-queue/<session-id>`) and each blocks only on
+/// the one ahead of it, so a release wakes one waiter and slots go first come, first served; a
+/// one-shot attempt (`acquire_timeout(Duration::ZERO)`) never joins the line and never takes a
+/// slot that others wait for.
+///
 /// Every contender of a prefix must use the same limit: a different one is
 /// [`Error::LimitConflict`]. A prefix whose `.lock` key is not a semaphore's (a plain lock's, say)
 /// is [`Error::Conflict`]. Both are found by the first read, before any write.
