@@ -143,10 +143,20 @@ impl Hold {
     /// Start watching the key now rather than at the first [`wait_lost`](Self::wait_lost) (a lock
     /// with its own session; a no-op otherwise and once started). One blocking query at a time.
     pub(crate) fn start_watch(self: &Arc<Self>) {
-        if self.own_session && !self.watch_started.swap(true, Ordering::SeqCst) {
-            let t = self.runtime.spawn(watch_key(Arc::downgrade(self)));
-            lock(&self.tasks).push(t.abort_handle());
+        if self.own_session {
+            self.watch_key_now();
         }
+    }
+
+    /// Watch the key from now on, whatever the session: a lock on a shared session is otherwise
+    /// known lost only through its session (a leadership asks for this at its first `lost()`).
+    /// A no-op once started or released.
+    pub(crate) fn watch_key_now(self: &Arc<Self>) {
+        if self.finished.load(Ordering::SeqCst) || self.watch_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let t = self.runtime.spawn(watch_key(Arc::downgrade(self)));
+        lock(&self.tasks).push(t.abort_handle());
     }
 
     /// The lock is lost (key taken or deleted, or max_hold): report it and clean up — the

@@ -53,8 +53,9 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// A leader watches its key from the start: a leader deleted from outside notices at once and
-    /// cleans up its queue entry, so the candidates waiting behind it move on.
+    /// A leader with its own session watches its key from the start: a leader deleted from outside
+    /// notices at once and cleans up its queue entry, so the candidates waiting behind it move on.
+    /// On a shared [`Session`](crate::Session) the watch starts at the first [`lost`](Self::lost).
     pub(crate) fn new(guard: LockGuard) -> Self {
         guard.hold.start_watch();
         Leadership { guard }
@@ -85,6 +86,11 @@ impl Leadership {
     /// was destroyed, the key was deleted or taken, or renewals failed for a TTL. Once lost, always
     /// lost. Infallible: loss is a state, not an error.
     ///
+    /// A leadership with its own session watches its key from the start. One on a shared
+    /// [`Session`](crate::Session) starts watching it here (one blocking query for the rest of the
+    /// term): until then it learns of a key deleted or taken from outside only at its next
+    /// [`proclaim`](Self::proclaim), and the candidates in line wait until it does.
+    ///
     /// # Cancel safety
     /// Cancel safe: dropping the future changes nothing.
     ///
@@ -97,7 +103,15 @@ impl Leadership {
     /// # Ok(()) }
     /// ```
     pub async fn lost(&self) {
+        self.watched_hold();
         self.guard.lost().await
+    }
+
+    /// The hold behind this leadership, its key watched from now on (for [`lost`](Self::lost) and
+    /// the blocking mirror's).
+    pub(crate) fn watched_hold(&self) -> Arc<Hold> {
+        self.guard.hold.watch_key_now();
+        self.guard.hold.clone()
     }
 
     /// Replace the value observers see, only while still leader: one transaction that checks our
@@ -127,8 +141,10 @@ impl Leadership {
     }
 
     /// Step down: the key is deleted (owner-checked; no lock-delay), so the next candidate in line
-    /// takes over at once, then the session is destroyed. Resigning a lost leadership only cleans
-    /// up and returns `Ok(())`; it never touches a key another session holds.
+    /// takes over at once, then the campaign's own session is destroyed. On a shared
+    /// [`Session`](crate::Session) resigning is that one write, and the session stays alive for
+    /// the next campaign. Resigning a lost leadership only cleans up and returns `Ok(())`; it never
+    /// touches a key another session holds.
     ///
     /// # Errors
     /// As [`LockGuard::release`].

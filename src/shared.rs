@@ -20,6 +20,10 @@ use crate::session::{self, SessionCore, DEFAULT_LOCK_DELAY};
 /// same key through one `Session` never both hold it: the second waits in-process like any other
 /// contender.
 ///
+/// Semaphores ([`Session::semaphore`]) and elections ([`Session::election`]) bind to it too: a
+/// candidate that keeps one `Session` across its campaigns resigns with one owner-checked delete
+/// and hands over at 4 requests (5 when each campaign has its own session).
+///
 /// Dropping the last handle (the `Session` and every lock and guard made from it) destroys the
 /// session in the background.
 ///

@@ -1,6 +1,7 @@
 //! Leader election against a real agent: one leader at a time across processes, handoff on resign,
 //! failover after SIGKILL and SIGSTOP, a stale leader's proclaim refused, and observers that see
-//! every leader and value in order, across a vacancy, a delete from outside and an agent outage.
+//! every leader and value in order, across a vacancy, a delete from outside, an agent outage and a
+//! real restart of the agent.
 //! Candidates in other processes are this test binary re-run as children (tests/support/child.rs).
 
 #![cfg(feature = "test-util")]
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consul_lock::{Client, Election, Leader};
 use support::child::{report_lines, signal, spawn_self, wait_bounded};
+use support::cluster::single_server;
 use support::proxy::{Fault, FaultProxy};
 use support::*;
 use tokio::time::Instant;
@@ -269,16 +271,6 @@ async fn observer_sees_every_leader_and_value_in_order_over_20_handoffs() {
     assert_eq!(election.leader().await.unwrap(), None);
 }
 
-/// Candidates waiting in the fair queue of `key`.
-async fn queue_len(key: &str) -> usize {
-    let r =
-        reqwest::get(format!("http://{}/v1/kv/{key}/.consul-lock-queue/?keys", consul().http_addr())).await.unwrap();
-    if r.status() == 404 {
-        return 0;
-    }
-    r.json::<Vec<String>>().await.unwrap().len().saturating_sub(1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leader_and_a_key_deleted_from_outside() {
     let key = unique("election-delete");
@@ -361,6 +353,55 @@ async fn observer_returns_an_error_during_an_outage_then_resumes() {
     leadership.resign().await.unwrap();
     let state = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("vacancy").unwrap();
     assert_eq!(state, None);
+}
+
+/// A real restart of the only server (same data dir): the observer sees the leader, returns an error
+/// while the agent is down, and resumes after it is back — with the same leader (the key and its
+/// session survive), then a proclaim and a new leader made after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_across_an_agent_restart_returns_an_error_then_resumes() {
+    // The leader keeps its session through the outage: its TTL is far longer than a restart.
+    let ttl = Duration::from_secs(60);
+    let mut server = single_server().await;
+    let key = "restart/election";
+    let election = Election::new(key).client(server.client()).ttl(ttl).lock_delay(Duration::ZERO);
+    let leadership = election.campaign(b"before".to_vec()).await.unwrap();
+    let mut watch = Election::new(key).client(server.client()).observe();
+    let first = watch.next().await.unwrap().expect("a leader");
+    assert_eq!((first.value.as_slice(), first.term), (b"before".as_slice(), leadership.term()));
+
+    server.kill();
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("an error within 10 s");
+    assert!(err.as_ref().is_err_and(|e| e.is_retryable()), "expected a transport error while down, got {err:?}");
+    eprintln!("outage reported after {:?}", t0.elapsed());
+    server.start();
+    server.wait_ready(Duration::from_secs(60)).await;
+    eprintln!("server back after {:?}", t0.elapsed());
+
+    // The data dir was kept: the key and the leader's session survived the restart.
+    let now = tokio::time::timeout(Duration::from_secs(10), election.leader()).await.expect("a read").unwrap();
+    assert_eq!(now.as_ref().map(|l| (l.session_id.as_str(), l.term)), Some((leadership.session_id(), first.term)));
+    assert!(leadership.is_leader(), "an outage of {:?} is well under the TTL", t0.elapsed());
+    leadership.proclaim(b"after".to_vec()).await.unwrap();
+    let resumed = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("resumed").unwrap();
+    let resumed = resumed.expect("still a leader");
+    assert_eq!((resumed.value.as_slice(), resumed.session_id.as_str()), (b"after".as_slice(), leadership.session_id()));
+    assert_eq!(resumed.term, first.term, "a proclaim keeps the term");
+
+    let e = election.clone();
+    let next = tokio::spawn(async move { e.campaign(b"next".to_vec()).await });
+    leadership.resign().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), next).await.expect("a new leader").unwrap().unwrap();
+    let seen = loop {
+        let state = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("the new leader");
+        if let Some(l) = state.unwrap() {
+            break l;
+        }
+    };
+    assert_eq!((seen.value.as_slice(), seen.session_id.as_str()), (b"next".as_slice(), next.session_id()));
+    assert!(seen.term > first.term, "terms increase across the restart: {} after {}", seen.term, first.term);
+    next.resign().await.unwrap();
 }
 
 #[test]

@@ -1,19 +1,51 @@
 //! Part `election`: leader election figures — failover after `resign()` (from the call to the next
-//! `campaign()` returning), requests per handoff with N candidates waiting, and observe latency (from
-//! the start of a `proclaim()` to an observer's `next()` returning it).
+//! `campaign()` returning), requests per handoff with N candidates waiting (each campaign with its
+//! own session, or each candidate through one shared `Session`), and observe latency (from the start
+//! of a `proclaim()` to an observer's `next()` returning it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consul_lock::{Client, Election};
+use consul_lock::{Client, Election, Session};
 use tokio::time::Instant;
 
 use crate::common::{client_for, ms, pct, sorted, Config, Ctl, TTL};
 
+/// Where the candidates' campaigns get their session.
+#[derive(Clone, Copy)]
+enum Sessions {
+    /// `Election::campaign` as is: a session per campaign, destroyed by the resignation.
+    PerCampaign,
+    /// One shared `Session` per candidate, created once and campaigned through every time.
+    PerCandidate,
+}
+
+impl Sessions {
+    fn label(self) -> &'static str {
+        match self {
+            Sessions::PerCampaign => "own per campaign",
+            Sessions::PerCandidate => "shared `Session` per candidate",
+        }
+    }
+
+    /// The election a candidate campaigns in, on `key` through `client`.
+    async fn election(self, key: &str, client: &Client) -> Election {
+        match self {
+            // Zero lock-delay: resign is then one write (destroying the session deletes the key).
+            Sessions::PerCampaign => Election::new(key).client(client.clone()).ttl(TTL).lock_delay(Duration::ZERO),
+            Sessions::PerCandidate => {
+                let session = Session::with_lock_delay(client.clone(), TTL, Duration::ZERO).await.expect("session");
+                session.election(key)
+            }
+        }
+    }
+}
+
 /// One failover run: `n` candidates on one key hand over `handoffs` times by resigning.
 struct Failover {
     n: usize,
+    sessions: Sessions,
     gaps_ms: Vec<f64>,
     steady_requests_per_handoff: f64,
 }
@@ -21,13 +53,11 @@ struct Failover {
 /// When a leader was elected, and when it called `resign()`.
 type Mark = (Instant, Option<Instant>);
 
-async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
+async fn failover(addr: &str, n: usize, handoffs: u64, sessions: Sessions) -> Failover {
     let key = format!("bench/rust/election/failover-{n}");
     let ctl = Ctl::new(addr);
     ctl.delete_tree(&key).await;
     let client: Client = client_for(addr);
-    // Zero lock-delay: resign is then one write (destroying the session deletes the key).
-    let election = Election::new(key.as_str()).client(client.clone()).ttl(TTL).lock_delay(Duration::ZERO);
     let elections = Arc::new(AtomicU64::new(0));
     // (elected at, resign called at), by election number.
     let marks: Arc<Mutex<Vec<Mark>>> = Arc::new(Mutex::new(Vec::new()));
@@ -35,9 +65,10 @@ async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
     let (from, to) = ((n as u64 + 1).min(handoffs / 2).max(1), handoffs + 1);
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (election, elections, marks, counts, client) =
-            (election.clone(), elections.clone(), marks.clone(), counts.clone(), client.clone());
+        let (key, elections, marks, counts, client) =
+            (key.clone(), elections.clone(), marks.clone(), counts.clone(), client.clone());
         tasks.push(tokio::spawn(async move {
+            let election = sessions.election(&key, &client).await;
             loop {
                 let l = match election.campaign(format!("c{i}").into_bytes()).await {
                     Ok(l) => l,
@@ -86,7 +117,7 @@ async fn failover(addr: &str, n: usize, handoffs: u64) -> Failover {
     let (a, b) = *counts.lock().unwrap();
     ctl.settle(0).await;
     ctl.delete_tree(&key).await;
-    Failover { n, gaps_ms, steady_requests_per_handoff: b.saturating_sub(a) as f64 / (to - from) as f64 }
+    Failover { n, sessions, gaps_ms, steady_requests_per_handoff: b.saturating_sub(a) as f64 / (to - from) as f64 }
 }
 
 /// Observe latency: `samples` proclaims, each awaited by the observer before the next.
@@ -134,14 +165,16 @@ fn row(p: &[f64]) -> String {
 
 pub(crate) async fn part_election(cfg: &Config) {
     println!("## Election\n");
-    println!("Failover after `resign()`: from the call to the next `campaign()` returning; {} handoffs per run, lock-delay 0, candidates as tasks of one process on one client. Requests per handoff: every request of every candidate (resign, re-campaign, the successor's wake-up and lock) over whole handoffs after the start-up.\n", cfg.handoffs);
-    println!("| candidates | failover p50 / p90 / p99 / max ms | req / handoff (steady) |");
-    println!("|---|---|---|");
-    for n in [2, 4, 8, 16] {
-        eprintln!("election failover n={n} ...");
-        let r = failover(&cfg.addr, n, cfg.handoffs).await;
-        let g = sorted(r.gaps_ms);
-        println!("| {} | {} | {:.2} |", r.n, row(&g), r.steady_requests_per_handoff);
+    println!("Failover after `resign()`: from the call to the next `campaign()` returning; {} handoffs per run, lock-delay 0, candidates as tasks of one process on one client; each campaign with its own session, or each candidate through one shared `Session` created once. Requests per handoff: every request of every candidate (resign, re-campaign, the successor's wake-up and lock) over whole handoffs after the start-up.\n", cfg.handoffs);
+    println!("| candidates | sessions | failover p50 / p90 / p99 / max ms | req / handoff (steady) |");
+    println!("|---|---|---|---|");
+    for sessions in [Sessions::PerCampaign, Sessions::PerCandidate] {
+        for n in [2, 4, 8, 16] {
+            eprintln!("election failover n={n} sessions: {} ...", sessions.label());
+            let r = failover(&cfg.addr, n, cfg.handoffs, sessions).await;
+            let g = sorted(r.gaps_ms);
+            println!("| {} | {} | {} | {:.2} |", r.n, r.sessions.label(), row(&g), r.steady_requests_per_handoff);
+        }
     }
     eprintln!("election observe ...");
     let (seen, writes) = observe_latency(&cfg.addr, cfg.n).await;

@@ -42,6 +42,11 @@ impl Election {
         Election { inner: crate::Election::new(key), client: None }
     }
 
+    /// An election bound to a shared session (see [`super::Session::election`]).
+    pub(crate) fn bound(inner: crate::Election, client: Client) -> Self {
+        Election { inner, client: Some(client) }
+    }
+
     /// The client to use. Default: [`Client::from_env`] at the first call.
     pub fn client(mut self, client: Client) -> Self {
         self.inner = self.inner.client(client.inner.clone());
@@ -155,12 +160,12 @@ impl Leadership {
 
     /// Block until the leadership is known lost (see [`crate::Leadership::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.guard().hold.clone())), None);
+        wait_lost(&self.rt, Some(hold_lost(self.inner.watched_hold())), None);
     }
 
     /// Block until the leadership is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.guard().hold.clone())), Some(timeout))
+        wait_lost(&self.rt, Some(hold_lost(self.inner.watched_hold())), Some(timeout))
     }
 
     /// Replace the value while still leader (see [`crate::Leadership::proclaim`]).

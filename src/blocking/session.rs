@@ -1,8 +1,10 @@
-//! Blocking [`Session`]: one Consul session, renewed once, for many blocking locks.
+//! Blocking [`Session`]: one Consul session, renewed once, for many blocking locks, semaphores and
+//! elections.
 
 use std::time::Duration;
 
 use super::client::Client;
+use super::election::Election;
 use super::lock::EphemeralLock;
 use super::semaphore::Semaphore;
 use crate::error::Result;
@@ -54,6 +56,12 @@ impl Session {
     /// [`crate::Session::semaphore`]).
     pub fn semaphore(&self, prefix: impl Into<String>, limit: u32) -> Semaphore {
         Semaphore::bound(self.inner.semaphore(prefix, limit), self.client.clone())
+    }
+
+    /// A blocking election on `key` whose campaigns go through this session (see
+    /// [`crate::Session::election`]): resigning leaves the session alive for the next campaign.
+    pub fn election(&self, key: impl Into<String>) -> Election {
+        Election::bound(self.inner.election(key), self.client.clone())
     }
 
     /// The Consul session ID.

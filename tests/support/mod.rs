@@ -91,6 +91,12 @@ pub async fn destroy_session(id: &str) {
     assert!(r.status().is_success());
 }
 
+/// Candidates waiting in the fair queue of `key` (the entries under its queue prefix, less the
+/// leader's own).
+pub async fn queue_len(key: &str) -> usize {
+    raw_keys(&format!("{key}/.consul-lock-queue/")).await.len().saturating_sub(1)
+}
+
 /// Poll `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
