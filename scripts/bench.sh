@@ -17,6 +17,8 @@
 #   BENCH_QUICK=1 scripts/bench.sh      # smoke run: small sizes
 #   BENCH_PEERS=0 scripts/bench.sh      # ours only
 #   PEERS_DIR=/path/to/peers scripts/bench.sh
+#   BENCH_BASELINE=39b93de scripts/bench.sh   # also REV's contend part, right after ours, same agent
+#                                             # (39b93de: the plain mode before the herd-free default)
 # Sizes: BENCH_PASSES, BENCH_PASS_ROUNDS (above); ours: LOCKBENCH_N, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
 # LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see Config::from_env in benches/lockbench/common.rs).
 set -euo pipefail
@@ -58,6 +60,26 @@ cargo bench --no-run --all-features --bench lockbench >&2
 bench_exe=$(cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bench_exe" ] || { echo "bench: cannot find the lockbench executable" >&2; exit 1; }
+
+# bench_exe_in DIR: build DIR's lockbench (release) and print its path.
+bench_exe_in() {
+  (cd "$1" && cargo bench --no-run --all-features --bench lockbench >&2 &&
+    cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null) \
+    | sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1
+}
+
+baseline_exe=
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$BENCH_BASELINE")
+  step "build the baseline bench at $rev (an export of that commit under target/bench-baseline/)"
+  bdir=$repo/target/bench-baseline/$rev
+  if [ ! -f "$bdir/Cargo.toml" ]; then
+    mkdir -p "$bdir"
+    git archive "$rev" | tar -x -C "$bdir"
+  fi
+  baseline_exe=$(bench_exe_in "$bdir")
+  [ -x "$baseline_exe" ] || { echo "bench: cannot build the baseline at $rev" >&2; exit 1; }
+fi
 
 if [ "$use_peers" = 1 ]; then
   step "build the peers (cached after the first time)"
@@ -145,6 +167,10 @@ started=$(date -u +%FT%TZ)
 start_agent dev
 latency_passes dev
 ours dev-contend contend
+if [ -n "$baseline_exe" ]; then
+  step "baseline $rev: contend"
+  LOCKBENCH_CONSUL=$consul "$baseline_exe" contend | tee "$out/rust-baseline-$rev-contend.md" || echo "baseline failed" >&2
+fi
 if [ "$use_peers" = 1 ]; then
   peer go dev-contend contend "${go_con[@]}"
   peer python dev-contend contend "${py_con[@]}"

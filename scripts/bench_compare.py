@@ -135,6 +135,9 @@ def passes_summary(agent, summaries):
 
 def contended(run):
     ours = md_rows(os.path.join(run, 'rust-dev-contend.md'))
+    # BENCH_BASELINE=REV: REV's own contend part, run right after ours on the same agent.
+    baselines = [(f[len('rust-baseline-'):-len('-contend.md')], md_rows(os.path.join(run, f)))
+                 for f in sorted(os.listdir(run)) if f.startswith('rust-baseline-') and f.endswith('-contend.md')]
     go = load(os.path.join(run, 'go-dev-contend', 'results.json'))
     py = load(os.path.join(run, 'python-dev-contend', 'results.json'))
     if not ours:
@@ -155,12 +158,13 @@ def contended(run):
                                '' if r['hold_ms'] == 5 else '@%d' % r['hold_ms'])
             py_runs.setdefault(key, r)
 
-    def our_row(label, what):
-        row = ours.get(label)
+    def our_row(label, what, rows=ours):
+        row = rows.get(label)
         if row:
             steady = '' if row[8] in ('—', '') else ' (steady %s)' % row[8]
+            writes = row[9] if len(row) < 15 or row[14] in ('—', '') else '%s (steady %s)' % (row[9], row[14])
             print('| %s | %s | %s / %s / %s / %s | %s%s | %s | %s | 0; %s |' % (
-                label, what, row[2], row[3], row[4], row[5], row[7], steady, row[9], row[10], row[6]))
+                label, what, row[2], row[3], row[4], row[5], row[7], steady, writes, row[10], row[6]))
 
     for n, hold in [(2, ''), (4, ''), (8, ''), (32, ''), (4, '@100'), (8, '@100')]:
         for kind, what in [('t', 'ours, tasks, `Session` each'), ('T', 'ours, tasks, `fair(true)`'),
@@ -168,6 +172,8 @@ def contended(run):
                            ('e', 'ours, tasks, `EphemeralLock` per acquisition'),
                            ('E', 'ours, tasks, `EphemeralLock` `fair(true)`')]:
             our_row('%s%df%s' % (kind, n, hold), what)
+        for rev, rows in baselines:
+            our_row('t%df%s' % (n, hold), 'baseline %s, tasks, `Session` each' % rev, rows)
         for kind, what in [('g', 'Go api.Lock, goroutines'), ('p', 'Go api.Lock, processes')]:
             r = go_runs.get('%s%df%s' % (kind, n, hold))
             if r and r.get('handoff_ms'):

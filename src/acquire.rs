@@ -174,20 +174,12 @@ impl Acquire {
 
     /// Writes get at least one attempt even with a zero timeout, and a bounded retry without one.
     fn retry_until(&self) -> Instant {
-        let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-        self.deadline.unwrap_or_else(far).max(Instant::now())
+        crate::task::retry_until(self.deadline)
     }
 
     /// Pause (cancellably) for `pause`, at most until the deadline; `NotAcquired` if none is left.
     async fn sleep(&mut self, pause: Duration) -> Step {
-        let left = match self.deadline {
-            None => pause,
-            Some(d) => d.saturating_duration_since(Instant::now()),
-        };
-        if left < Duration::from_millis(1) {
-            return Err(Stop::NotAcquired);
-        }
-        Self::unless_cancelled(&mut self.tx, tokio::time::sleep(pause.min(left))).await
+        crate::task::pause(&mut self.tx, self.deadline, pause).await
     }
 
     /// Shared sessions: one holder per key per process, so a second lock waits here.

@@ -220,19 +220,11 @@ impl Admit {
     }
 
     fn retry_until(&self) -> Instant {
-        let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-        self.deadline.unwrap_or_else(far).max(Instant::now())
+        crate::task::retry_until(self.deadline)
     }
 
     async fn sleep(&mut self, pause: Duration) -> Step {
-        let left = match self.deadline {
-            None => pause,
-            Some(d) => d.saturating_duration_since(Instant::now()),
-        };
-        if left < Duration::from_millis(1) {
-            return Err(Stop::NotAcquired);
-        }
-        crate::task::unless_closed(&mut self.tx, tokio::time::sleep(pause.min(left))).await.ok_or(Stop::Cancelled)
+        crate::task::pause(&mut self.tx, self.deadline, pause).await
     }
 
     /// Shared sessions: one permit per prefix per session (the contender key is per session).

@@ -180,7 +180,8 @@ impl Semaphore {
         }
     }
 
-    /// Take a slot, waiting up to the acquire timeout; a permit that releases on drop.
+    /// Take a slot, waiting up to the acquire timeout; a permit that releases on drop. Waiters
+    /// are served first come, first served, and each release wakes only the first in line.
     ///
     /// # Errors
     /// [`Error::NotAcquired`] if every slot stayed taken for the whole timeout;
@@ -189,9 +190,10 @@ impl Semaphore {
     /// [`Error::Conflict`] when its `.lock` key is not a semaphore's; transport and Consul errors.
     ///
     /// # Cancel safety
-    /// Cancel safe: dropping the future at any point leaves no contender key, no holder entry and
-    /// no session behind. The work runs in a task that owns each request's outcome; when the future
-    /// is gone it stops waiting and gives back whatever a request in flight took.
+    /// Cancel safe: dropping the future at any point leaves no contender key, no holder entry, no
+    /// queue entry and no session behind. The work runs in a task that owns each request's
+    /// outcome; when the future is gone it stops waiting and gives back whatever a request in
+    /// flight took.
     ///
     /// # Examples
     /// ```no_run

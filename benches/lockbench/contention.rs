@@ -177,9 +177,11 @@ pub(crate) async fn contender(
         let t3 = now_ns();
         if nth == steady_from(&spec) {
             marks.mid.store(client.request_count(), Ordering::SeqCst);
+            marks.mid_applied.store(marks.applied().await, Ordering::SeqCst);
         }
         if nth == target {
             marks.end.store(client.request_count(), Ordering::SeqCst);
+            marks.end_applied.store(marks.applied().await, Ordering::SeqCst);
         }
         out.recs.push(Rec { idx, n: nth, t0, t1, t2, t3 });
         if spec.forced && nth < target {
@@ -195,12 +197,32 @@ pub(crate) async fn contender(
     out
 }
 
-/// Request counts of a shared `Client` right after the release that opens the steady-state window
-/// and after the last counted release.
+/// Request counts of a shared `Client` (and, with a `Ctl`, the agent's `applied_index`) right
+/// after the release that opens the steady-state window and after the last counted release.
 #[derive(Default)]
 pub(crate) struct Marks {
     mid: AtomicU64,
     end: AtomicU64,
+    mid_applied: AtomicU64,
+    end_applied: AtomicU64,
+    ctl: Option<Ctl>,
+}
+
+impl Marks {
+    async fn applied(&self) -> u64 {
+        match &self.ctl {
+            Some(ctl) => ctl.applied_index().await,
+            None => 0,
+        }
+    }
+
+    /// Steady-state requests and Raft writes per handoff, over `handoffs` handoffs.
+    fn steady(&self, handoffs: u64) -> Option<(f64, f64)> {
+        let (mid, end) = (self.mid.load(Ordering::SeqCst), self.end.load(Ordering::SeqCst));
+        let (a, b) = (self.mid_applied.load(Ordering::SeqCst), self.end_applied.load(Ordering::SeqCst));
+        let per = |d: u64| d as f64 / handoffs.max(1) as f64;
+        (mid > 0 && end > mid).then(|| (per(end - mid), per(b.saturating_sub(a))))
+    }
 }
 
 /// The release after which the steady-state window opens: once every contender has had its first
@@ -222,10 +244,11 @@ pub(crate) struct ContendResult {
     reqs_per_handoff: f64,
     steady_reqs_per_handoff: Option<f64>,
     raft_per_acq: f64,
+    steady_raft_per_handoff: Option<f64>,
     max_acquire_wait: f64,
 }
 
-fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, steady: Option<f64>, raft: u64) -> ContendResult {
+fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, steady: Option<(f64, f64)>, raft: u64) -> ContendResult {
     let mut recs: Vec<Rec> = outs.iter().flat_map(|o| o.recs.iter().copied()).collect();
     recs.sort_by_key(|r| r.n);
     let mut turns = vec![0usize; spec.n];
@@ -256,8 +279,9 @@ fn analyze(spec: RunSpec, outs: Vec<Outcome>, requests: u64, steady: Option<f64>
         turns,
         max_streak,
         reqs_per_handoff: requests as f64 / nh,
-        steady_reqs_per_handoff: steady,
+        steady_reqs_per_handoff: steady.map(|s| s.0),
         raft_per_acq: raft as f64 / (recs.len() as u64 + extra).max(1) as f64,
+        steady_raft_per_handoff: steady.map(|s| s.1),
         max_acquire_wait,
         spec,
     }
@@ -281,7 +305,7 @@ pub(crate) async fn run_tasks(addr: &str, spec: RunSpec) -> ContendResult {
     ctl.settle(spec.n).await;
     let ctr: Arc<dyn Counter> = Arc::new(MemCounter(AtomicU64::new(0)));
     let holding = Arc::new(AtomicI64::new(0));
-    let marks = Arc::new(Marks::default());
+    let marks = Arc::new(Marks { ctl: Some(ctl.clone()), ..Marks::default() });
     let a0 = ctl.applied_index().await;
     let r0 = client.request_count();
     let mut tasks = Vec::new();
@@ -305,9 +329,7 @@ pub(crate) async fn run_tasks(addr: &str, spec: RunSpec) -> ContendResult {
     if end == 0 {
         end = client.request_count();
     }
-    let (mid, from) = (marks.mid.load(Ordering::SeqCst), steady_from(&spec));
-    let steady = (mid > 0 && marks.end.load(Ordering::SeqCst) > mid)
-        .then(|| (end - mid) as f64 / (spec.handoffs + 1 - from) as f64);
+    let steady = marks.steady(spec.handoffs + 1 - steady_from(&spec));
     if spec.ephemeral {
         ctl.settle(0).await;
     }
@@ -411,15 +433,15 @@ pub(crate) fn print_contend(results: &[ContendResult]) {
          each process from go to done); that window also holds the requests of the waiters still queued \
          when it closes, so `steady` counts only between the release that ends the first round of turns \
          and the last counted release (tasks, whose shared `Client` gives one count). Raft writes per acquisition from `applied_index` (extra \
-         acquisitions at the end included).\n"
+         acquisitions at the end included); `steady Raft writes` over the same window as `steady` requests.\n"
     );
-    println!("| run | handoffs | handoff p50 ms | p90 ms | p99 ms | max (worst stall) ms | slowest `hold()` ms | req / handoff | steady req / handoff | Raft writes / acq | turns per contender (min–max) | max streak | violations | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| run | handoffs | handoff p50 ms | p90 ms | p99 ms | max (worst stall) ms | slowest `hold()` ms | req / handoff | steady req / handoff | Raft writes / acq | turns per contender (min–max) | max streak | violations | errors | steady Raft writes / handoff |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let h = &r.handoff;
         let (tmin, tmax) = (r.turns.iter().min().copied().unwrap_or(0), r.turns.iter().max().copied().unwrap_or(0));
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {} | {:.2} | {}–{} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {} | {:.2} | {}–{} | {} | {} | {} | {} |",
             r.spec.label,
             r.recs.saturating_sub(1),
             pct(h, 0.5),
@@ -434,7 +456,8 @@ pub(crate) fn print_contend(results: &[ContendResult]) {
             tmax,
             r.max_streak,
             r.violations,
-            r.errors
+            r.errors,
+            r.steady_raft_per_handoff.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}"))
         );
     }
     println!();
