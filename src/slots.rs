@@ -2,10 +2,13 @@
 //! `api.Semaphore`, `consul lock -n`) writes it: the JSON `{"Limit": N, "Holders": {"<session>":
 //! true}}`, the checks on a prefix's listing (flags, limit), and who counts as alive.
 //!
-//! Layout of a prefix `P` (every key carries [`SEMAPHORE_FLAGS`]):
+//! Layout of a prefix `P` (the first two carry [`SEMAPHORE_FLAGS`]):
 //! - `P/<session-id>`: one contender key per contender, held (`acquire`) by its session;
 //! - `P/.lock`: the holders, changed only by check-and-set on its `ModifyIndex`. A holder whose
-//!   session no longer holds any key under `P/` is dead and pruned by whoever writes next.
+//!   session no longer holds any key under `P/` is dead and pruned by whoever writes next;
+//! - `P/.lock/.consul-lock-queue/<session-id>`: our waiters' line (see `queue`; flags 0, and Go
+//!   never reads these keys). A waiter's entry keeps its session alive in the pruning sense, which
+//!   is harmless: only sessions in `Holders` are pruned.
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::api::{self, SessionEntry};
 use crate::client::{Client, Reply};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::holder::KvEntry;
 use crate::key;
 use crate::retry::Backoff;
@@ -143,23 +143,28 @@ impl<T> Watch<T> {
     /// deadline passes first; `None` deadline: wait as long as it takes.
     ///
     /// # Errors
-    /// A non-retryable error at once; a retryable one when the deadline leaves no time to retry.
+    /// A non-retryable error at once; a retryable one when the deadline leaves no time to retry, or
+    /// passes after it (Consul did not answer by the deadline: not "no change").
     pub(crate) async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<T>> {
         if let Some(pause) = self.pause_next.take() {
             if !sleep_until_deadline(pause, deadline).await {
                 return Ok(None);
             }
         }
+        // A request of this call that failed: what the deadline returns instead of "no change",
+        // since Consul never answered (however the deadline falls between the retries).
+        let mut failed: Option<Error> = None;
+        let out_of_time = |failed: Option<Error>| failed.map_or(Ok(None), Err);
         loop {
             if std::mem::take(&mut self.pace) && !sleep_until_deadline(PACE, deadline).await {
                 return Ok(None);
             }
-            let Some(wait) = block_for(deadline, Instant::now()) else { return Ok(None) };
+            let Some(wait) = block_for(deadline, Instant::now()) else { return out_of_time(failed) };
             let blocking = self.index > 0;
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, self.send(wait)).await {
                     Ok(r) => r,
-                    Err(_) => return Ok(None),
+                    Err(_) => return out_of_time(failed),
                 },
                 None => self.send(wait).await,
             };
@@ -189,6 +194,7 @@ impl<T> Watch<T> {
                         return Err(e);
                     }
                     tracing::debug!(path = %self.path, error = %e, ?pause, "watch query failed; retrying");
+                    failed = Some(e);
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => return Err(e),
@@ -289,6 +295,30 @@ mod tests {
         assert_eq!(t, Duration::from_millis(1600 + 100) + rt);
         let (q, _) = blocking_query(7, Duration::ZERO, rt);
         assert_eq!(q[1].1, "1ms", "wait=0 would mean five minutes");
+    }
+
+    /// A deadline that passes while a retry is unanswered returns the failure, not "no change":
+    /// the first connection is closed without an answer, the next one is never answered.
+    #[tokio::test]
+    async fn the_deadline_after_a_failed_request_is_that_failure() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            for n in 0.. {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                if n > 0 {
+                    kept.push(conn); // accepted, never answered
+                }
+            }
+        });
+        let client = Client::builder().address(addr.to_string()).build().unwrap();
+        let mut watch = Watch::key(&client, "k");
+        let deadline = Instant::now() + Duration::from_millis(400);
+        let got = watch.next(Some(deadline)).await;
+        assert!(matches!(got, Err(Error::Transport(_))), "{got:?}");
+        assert!(Instant::now() >= deadline - Duration::from_millis(5), "it retried until the deadline");
+        server.abort();
     }
 
     #[tokio::test(start_paused = true)]
