@@ -2,7 +2,7 @@
 # Installs `nft` (nftables), which the partition test uses to drop traffic between loopback
 # addresses inside its own network namespace, into a project-local directory.
 #
-# Like scripts/install-consul.sh: the Debian package of this machine's release (and the shared
+# Like scripts/install-consul.sh (scripts/apt-fetch.sh): the Debian package of this machine's release (and the shared
 # libraries it needs) is fetched with a private apt configuration and unpacked, never installed
 # system-wide; the system's apt setup is never changed. A wrapper sets LD_LIBRARY_PATH to the
 # unpacked libraries, and the install is checked with `ldd` (no library "not found") and `nft -v`.
@@ -37,42 +37,15 @@ if [[ -x $target ]] && "$target" -v >/dev/null 2>&1; then
   exit 0
 fi
 
-sources=/etc/apt/sources.list.d/debian.sources
-if [[ ! -r $sources ]]; then
-  log "cannot read $sources: install nftables yourself and set NFT_BIN=/path/to/nft"
-  exit 1
-fi
+# shellcheck source=apt-fetch.sh
+source "$repo_root/scripts/apt-fetch.sh"
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-read -r uri keyring < <(awk '
-  BEGIN { RS = ""; FS = "\n" }
-  {
-    u = ""; k = ""
-    for (i = 1; i <= NF; i++) {
-      if ($i ~ /^URIs:/)      { sub(/^URIs:[ \t]*/, "", $i); split($i, a, /[ \t]+/); u = a[1] }
-      if ($i ~ /^Signed-By:/) { sub(/^Signed-By:[ \t]*/, "", $i); k = $i }
-    }
-    if (u != "" && u !~ /security/) { print u, k; exit }
-  }' "$sources")
-if [[ -z ${uri:-} || -z ${keyring:-} || -z $suite ]]; then
-  log "no Debian URI/Signed-By/release found: set NFT_BIN=/path/to/nft"
-  exit 1
-fi
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/deb"
-echo "deb [signed-by=$keyring] $uri $suite main" >"$work/sources.list"
-apt_opts=(
-  -o "Dir::Etc::SourceList=$work/sources.list"
-  -o "Dir::Etc::SourceParts=/dev/null"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache=$work/cache"
-  -o "Debug::NoLocking=1"
-  -o "APT::Sandbox::User=root"
-)
-log "fetching Debian $suite's ${packages[*]} from $uri"
-apt-get "${apt_opts[@]}" -qq update >&2
-(cd "$work/deb" && apt-get "${apt_opts[@]}" -qq download "${packages[@]}" >&2)
+if ! apt_fetch "$suite" "$work/deb" "${packages[@]}"; then
+  log "could not fetch nftables: install it yourself and set NFT_BIN=/path/to/nft"
+  exit 1
+fi
 rm -rf "$install_dir/root.tmp"
 mkdir -p "$install_dir/root.tmp"
 for deb in "$work"/deb/*.deb; do dpkg -x "$deb" "$install_dir/root.tmp"; done
