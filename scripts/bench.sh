@@ -55,18 +55,16 @@ CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
 export CONSUL_BIN
 "$CONSUL_BIN" version | sed -n 1p >&2
 
-step "build the bench (cargo bench --no-run)"
-cargo bench --no-run --all-features --bench lockbench >&2
-bench_exe=$(cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1)
-[ -x "$bench_exe" ] || { echo "bench: cannot find the lockbench executable" >&2; exit 1; }
-
 # bench_exe_in DIR: build DIR's lockbench (release) and print its path.
 bench_exe_in() {
   (cd "$1" && cargo bench --no-run --all-features --bench lockbench >&2 &&
     cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null) \
     | sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1
 }
+
+step "build the bench (cargo bench --no-run)"
+bench_exe=$(bench_exe_in "$repo")
+[ -x "$bench_exe" ] || { echo "bench: cannot find the lockbench executable" >&2; exit 1; }
 
 baseline_exe=
 if [ -n "${BENCH_BASELINE:-}" ]; then

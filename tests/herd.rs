@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consul_lock::{Client, Session};
-use serde_json::Value;
 use support::proxy::{Fault, FaultProxy};
-use support::{consul, eventually, unique};
+use support::{consul, eventually, queue_entries, unique};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -26,15 +25,6 @@ fn own_client() -> Client {
 
 async fn session_on(c: Client) -> Session {
     Session::new(c, Duration::from_secs(15)).await.expect("session")
-}
-
-async fn queue_len(key: &str) -> usize {
-    let url = format!("http://{}/v1/kv/{key}/.consul-lock-queue/?keys", consul().http_addr());
-    let r = reqwest::get(url).await.unwrap();
-    if r.status() == 404 {
-        return 0;
-    }
-    r.json::<Value>().await.unwrap().as_array().map_or(0, Vec::len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +38,7 @@ async fn an_uncontended_cycle_costs_what_it_did_and_leaves_no_queue() {
         g.release().await.unwrap();
         assert_eq!(c.request_count() - before, 2, "one lock txn, one release txn on a shared session");
     }
-    assert_eq!(queue_len(&key).await, 0);
+    assert_eq!(queue_entries(&key).await, 0);
     s.destroy().await.unwrap();
 }
 
@@ -73,7 +63,7 @@ async fn a_release_wakes_one_waiter_not_all() {
             s.destroy().await.unwrap();
         }));
         // Arrive one after the other.
-        assert!(eventually(Duration::from_secs(5), || async { queue_len(&key).await == i + 1 }).await, "queued");
+        assert!(eventually(Duration::from_secs(5), || async { queue_entries(&key).await == i + 1 }).await, "queued");
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // every waiter blocks on its query
     for handoff in 0..WAITERS {
@@ -95,7 +85,7 @@ async fn a_release_wakes_one_waiter_not_all() {
         t.await.unwrap();
     }
     assert_eq!(*acquired.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>(), "first come, first served");
-    assert_eq!(queue_len(&key).await, 0, "no queue entry outlives its waiter");
+    assert_eq!(queue_entries(&key).await, 0, "no queue entry outlives its waiter");
     holder.destroy().await.unwrap();
 }
 
@@ -151,7 +141,7 @@ async fn eight_contenders_share_200_turns_fairly() {
     for (who, n) in &turns {
         assert!((24..=26).contains(n), "contender {who}: {n} turns of 200, fair is 25 ± 1: {turns:?}");
     }
-    assert_eq!(queue_len(&key).await, 0);
+    assert_eq!(queue_entries(&key).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,5 +241,5 @@ async fn mixed_modes_and_go_share_a_key_without_overlap_or_stall() {
     }
     tokio::time::timeout(Duration::from_secs(120), go).await.expect("Go contenders finish").unwrap();
     faults.await.unwrap();
-    assert!(eventually(Duration::from_secs(20), || async { queue_len(&key).await == 0 }).await, "queue emptied");
+    assert!(eventually(Duration::from_secs(20), || async { queue_entries(&key).await == 0 }).await, "queue emptied");
 }

@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consul_lock::{Client, Semaphore};
-use serde_json::Value;
 use support::proxy::{Fault, FaultProxy};
-use support::{consul, eventually, raw_keys, unique};
+use support::{consul, eventually, queue_entries, raw_keys, unique};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -22,13 +21,9 @@ fn own_client() -> Client {
     Client::builder().address(consul().http_addr()).build().unwrap()
 }
 
+/// Entries in the semaphore's line (under `PREFIX/.lock/.consul-lock-queue/`).
 async fn queue_len(prefix: &str) -> usize {
-    let url = format!("http://{}/v1/kv/{prefix}/.lock/.consul-lock-queue/?keys", consul().http_addr());
-    let r = reqwest::get(url).await.unwrap();
-    if r.status() == 404 {
-        return 0;
-    }
-    r.json::<Value>().await.unwrap().as_array().map_or(0, Vec::len)
+    queue_entries(&format!("{prefix}/.lock")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,10 +91,14 @@ pub async fn destroy_session(id: &str) {
     assert!(r.status().is_success());
 }
 
-/// Candidates waiting in the fair queue of `key` (the entries under its queue prefix, less the
-/// leader's own).
+/// Entries in the queue of `key` (everything under `<key>/.consul-lock-queue/`).
+pub async fn queue_entries(key: &str) -> usize {
+    raw_keys(&format!("{key}/.consul-lock-queue/")).await.len()
+}
+
+/// Candidates waiting in the fair queue of `key` (its queue entries, less the leader's own).
 pub async fn queue_len(key: &str) -> usize {
-    raw_keys(&format!("{key}/.consul-lock-queue/")).await.len().saturating_sub(1)
+    queue_entries(key).await.saturating_sub(1)
 }
 
 /// Poll `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
