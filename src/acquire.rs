@@ -1,32 +1,28 @@
 //! The acquire procedure of a lock, as a small state machine run in a task that owns every request's
 //! outcome, so that a dropped caller never leaves a key, a session or a renewal task behind.
 //!
-//! Steps, each a method below: claim the key in-process (shared sessions) → a live session → (fair
-//! mode) our turn in the queue → one `lock` transaction → on "held", wait for a change of the key with
-//! blocking queries; on "lock-delay" or "invalid session", pause and go round again. Every wait stops
-//! at the deadline and when the caller goes away; writes are never abandoned half-way.
+//! Steps, each a method below or of the shared [`Procedure`]: claim the key in-process (shared
+//! sessions) → a live session → (once the key was found held, or in fair mode) our turn in the
+//! queue → one `lock` transaction → on "held", join the queue; on "lock-delay" or "invalid session",
+//! pause and go round again. Every wait stops at the deadline and when the caller goes away; writes
+//! are never abandoned half-way.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::api::{self, Expect, LockAttempt, SessionSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
-use crate::metrics::{self, Loss};
+use crate::metrics;
+use crate::procedure::Procedure;
 use crate::queue::{self, Waited};
-use crate::retry::Backoff;
-use crate::session::{Claim, SessionCore};
+use crate::session::SessionCore;
 use crate::task::{Step, Stop};
 use crate::watch::Watch;
-
-/// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
-const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
 
 /// Everything an acquire needs, validated before any request.
 pub(crate) struct Plan {
@@ -50,7 +46,7 @@ pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
         let mut acquire = Acquire::new(plan, fail_hard, tx);
         let result = acquire.run().await;
         // If the caller is gone, the value comes back here and its drop releases the lock.
-        let _ = acquire.tx.send(result);
+        let _ = acquire.core.tx.send(result);
     });
     let result = rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring the lock")));
     wait.finish(&result);
@@ -72,12 +68,8 @@ enum Queued {
 struct Acquire {
     plan: Plan,
     fail_hard: bool,
-    tx: oneshot::Sender<Reply>,
-    start: Instant,
-    /// `None`: wait forever.
-    deadline: Option<Instant>,
-    claim: Option<Claim>,
-    session: Option<Arc<SessionCore>>,
+    /// The deadline, the caller, the session: what every acquire procedure shares.
+    core: Procedure<Reply>,
     /// Fair mode: our place in the key's queue (deleted in the background if we give up).
     place: Option<queue::Place>,
     /// The holder the last wait saw, for the error at the deadline.
@@ -94,25 +86,23 @@ struct Acquire {
     /// Our place is first in the queue: nobody can get ahead of it any more (later entries have
     /// later creation indexes), so the queue need not be listed again.
     head: bool,
-    pause: Backoff,
-    /// Lock attempts on the current session, and how many sessions in a row were refused as invalid
-    /// at their very first attempt (a permanent server problem, not an expiry during a wait).
-    attempts_on_session: u32,
-    fresh_invalid: u32,
 }
 
 impl Acquire {
     fn new(plan: Plan, fail_hard: bool, tx: oneshot::Sender<Reply>) -> Self {
-        let start = Instant::now();
         let queued = plan.fair || plan.client.has_waiters(&plan.key);
+        let core = Procedure::new(
+            plan.client.clone(),
+            plan.spec.clone(),
+            plan.shared.clone(),
+            plan.acquire_timeout,
+            &plan.key,
+            tx,
+        );
         Acquire {
-            deadline: start.checked_add(plan.acquire_timeout),
-            session: plan.shared.clone(),
             plan,
             fail_hard,
-            tx,
-            start,
-            claim: None,
+            core,
             place: None,
             seen: None,
             expect: Expect::Absent,
@@ -120,9 +110,6 @@ impl Acquire {
             refused: false,
             inspected_late: false,
             head: false,
-            pause: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
-            attempts_on_session: 0,
-            fresh_invalid: 0,
         }
     }
 
@@ -137,9 +124,9 @@ impl Acquire {
     }
 
     async fn steps(&mut self) -> Step<Arc<Hold>> {
-        self.claim_in_process().await?;
+        self.core.claim_in_process(&self.plan.key).await?;
         loop {
-            let s = self.live_session().await?;
+            let s = self.core.live_session().await?;
             let attempt = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
                 Queued::WaitKey => {
@@ -149,13 +136,13 @@ impl Acquire {
                 Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
                 Queued::Go => self.attempt(&s).await?,
             };
-            self.attempts_on_session += 1;
+            self.core.attempted();
             match attempt {
                 LockAttempt::Acquired { modify_index } => return Ok(self.held(s, modify_index)),
                 LockAttempt::InvalidSession { status, message } => {
-                    self.after_invalid_session(&s, status, message).await?
+                    self.core.after_invalid_session(&s, status, message, "the lock").await?
                 }
-                LockAttempt::LockDelay => self.pause_in_lock_delay().await?,
+                LockAttempt::LockDelay => self.core.back_off().await?,
                 // The key exists: held, free after Go's client released it, or another primitive's.
                 LockAttempt::NotAsExpected => {
                     if self.inspect(&s).await? {
@@ -167,50 +154,6 @@ impl Acquire {
         }
     }
 
-    /// Wait for `fut` unless the caller goes away first.
-    async fn unless_cancelled<F: Future>(tx: &mut oneshot::Sender<Reply>, fut: F) -> Step<F::Output> {
-        crate::task::unless_closed(tx, fut).await.ok_or(Stop::Cancelled)
-    }
-
-    /// Writes get at least one attempt even with a zero timeout, and a bounded retry without one.
-    fn retry_until(&self) -> Instant {
-        crate::task::retry_until(self.deadline)
-    }
-
-    /// Pause (cancellably) for `pause`, at most until the deadline; `NotAcquired` if none is left.
-    async fn sleep(&mut self, pause: Duration) -> Step {
-        crate::task::pause(&mut self.tx, self.deadline, pause).await
-    }
-
-    /// Shared sessions: one holder per key per process, so a second lock waits here.
-    async fn claim_in_process(&mut self) -> Step {
-        let Some(s) = self.plan.shared.clone() else { return Ok(()) };
-        match Self::unless_cancelled(&mut self.tx, s.claim(&self.plan.key, self.deadline)).await? {
-            Some(c) => {
-                self.claim = Some(c);
-                Ok(())
-            }
-            None => Err(Stop::NotAcquired),
-        }
-    }
-
-    /// A live session: the shared one, the current one, or a new one (renewed from now on, while we
-    /// wait too).
-    async fn live_session(&mut self) -> Step<Arc<SessionCore>> {
-        match &self.session {
-            Some(s) if !s.is_lost() => return Ok(s.clone()),
-            Some(_) if self.plan.shared.is_some() => return Err(Error::LockLost { key: self.plan.key.clone() }.into()),
-            _ => {}
-        }
-        let created = SessionCore::create(&self.plan.client, &self.plan.spec, self.retry_until()).await?;
-        self.session = Some(created.clone());
-        self.attempts_on_session = 0;
-        if self.tx.is_closed() {
-            return Err(Stop::Cancelled); // dropping `created` destroys it
-        }
-        Ok(created)
-    }
-
     /// Take a place in the key's queue (once per session) and wait until nobody is ahead.
     async fn queue_turn(&mut self, s: &SessionCore) -> Step<Queued> {
         if !self.queued {
@@ -218,7 +161,7 @@ impl Acquire {
         }
         let refused = std::mem::take(&mut self.refused);
         if self.place.as_ref().is_none_or(|p| p.sid() != s.id) {
-            let until = self.retry_until();
+            let until = self.core.retry_until();
             self.head = false;
             match queue::Place::enqueue(&self.plan.client, &self.plan.key, &s.id, until).await? {
                 Some(p) => self.place = Some(p),
@@ -229,7 +172,8 @@ impl Acquire {
             return Ok(if refused { Queued::WaitKey } else { Queued::Go });
         }
         let Some(place) = self.place.as_mut() else { return Ok(Queued::Requeue) };
-        match Self::unless_cancelled(&mut self.tx, place.wait_turn(self.deadline)).await?? {
+        let deadline = self.core.deadline;
+        match self.core.unless_cancelled(place.wait_turn(deadline)).await?? {
             None => Err(Stop::NotAcquired),
             Some(Waited::First) => {
                 self.head = true;
@@ -251,13 +195,13 @@ impl Acquire {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = api::lock_txn_body(&plan.key, &value, &s.id, self.expect);
-        Ok(crate::retry::until(self.retry_until(), || plan.client.txn_lock(body.clone())).await?)
+        Ok(crate::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone())).await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {
         tracing::debug!(session = %s.id, token, "acquired");
         let own = self.plan.shared.is_none();
-        let hold = Hold::new(self.plan.key.clone(), s, own, token, self.claim.take(), self.plan.max_hold);
+        let hold = Hold::new(self.plan.key.clone(), s, own, token, self.core.claim.take(), self.plan.max_hold);
         hold.set_queue_entry(self.place.take().map(queue::Place::disarm));
         hold
     }
@@ -265,12 +209,11 @@ impl Acquire {
     /// The key exists though we expected otherwise: read it once. `true` when another session holds
     /// it; `false` when it is free (the next attempt requires it unchanged).
     async fn inspect(&mut self, s: &SessionCore) -> Step<bool> {
-        let past = self.deadline.is_some_and(|d| Instant::now() >= d);
-        if past && std::mem::replace(&mut self.inspected_late, true) {
+        if self.core.past_deadline() && std::mem::replace(&mut self.inspected_late, true) {
             return Err(Stop::NotAcquired); // free at each read, taken at each attempt: out of time
         }
         let (client, key) = (&self.plan.client, &self.plan.key);
-        let entry = crate::retry::until(self.retry_until(), || client.kv_get(key)).await?;
+        let entry = crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await?;
         let held = self.judge(entry, s)?;
         Ok(held)
     }
@@ -297,7 +240,7 @@ impl Acquire {
     /// The key is held by another session: join the queue (once; woken once per release instead
     /// of with everyone), or, queued already, wait for the key when first in line.
     fn on_held(&mut self) -> Step {
-        if !self.queued && self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if !self.queued && self.core.past_deadline() {
             return Err(Stop::NotAcquired); // one attempt only: no queue to join
         }
         self.queued = true;
@@ -305,46 +248,16 @@ impl Acquire {
         Ok(())
     }
 
-    /// Consul refused our session. A shared one is lost; an own one is replaced (paced), unless
-    /// Consul keeps refusing brand-new sessions.
-    async fn after_invalid_session(&mut self, s: &SessionCore, status: u16, message: String) -> Step {
-        s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
-        if self.plan.shared.is_some() {
-            return Err(Error::LockLost { key: self.plan.key.clone() }.into());
-        }
-        self.fresh_invalid = if self.attempts_on_session == 1 { self.fresh_invalid + 1 } else { 0 };
-        let past = self.deadline.is_some_and(|d| Instant::now() >= d);
-        if self.fresh_invalid >= MAX_FRESH_INVALID_SESSIONS || past {
-            // Never held, so not "lost": Consul keeps refusing our sessions. Its own answer, with context.
-            let address = self.plan.client.address().to_owned();
-            let n = self.fresh_invalid;
-            let message = format!("{message} (Consul invalidated our session before the lock could be taken; {n} new sessions refused in a row)");
-            return Err(Error::Consul { address, status, message }.into());
-        }
-        let pause = self.pause.next_delay();
-        match self.sleep(pause).await {
-            Err(Stop::NotAcquired) => Ok(()), // out of time: the next attempt decides
-            other => other,
-        }
-    }
-
-    /// The key is free but in its lock-delay: retry soon (jittered), never past the deadline.
-    async fn pause_in_lock_delay(&mut self) -> Step {
-        let pause = self.pause.next_delay();
-        self.sleep(pause).await
-    }
-
     /// Held by someone else (or not as expected): read the key, then wait for a change with blocking
     /// queries until it is free (deleted, or present without a session: released by Go's client,
     /// which keeps the key) or ours, or our own waiting session dies (then a new one is made). A key
     /// with another primitive's flags is [`Error::Conflict`], never waited for nor taken.
     async fn wait_for_change(&mut self, s: &SessionCore) -> Step {
-        if self.tx.is_closed() {
-            return Err(Stop::Cancelled);
-        }
+        self.core.check_caller()?;
         let mut watch = Watch::key(&self.plan.client, &self.plan.key);
         loop {
-            let Some(entry) = Self::unless_cancelled(&mut self.tx, watch.next(self.deadline)).await?? else {
+            let deadline = self.core.deadline;
+            let Some(entry) = self.core.unless_cancelled(watch.next(deadline)).await?? else {
                 return Err(Stop::NotAcquired);
             };
             if !self.judge(entry, s)? {
@@ -367,6 +280,6 @@ impl Acquire {
             None => self.plan.client.kv_get(&self.plan.key).await.ok().flatten(),
         };
         let holder = seen.and_then(|e| e.into_holder().ok().flatten()).map(Box::new);
-        Err(Error::NotAcquired { key: self.plan.key.clone(), waited: self.start.elapsed(), holder })
+        Err(Error::NotAcquired { key: self.plan.key.clone(), waited: self.core.start.elapsed(), holder })
     }
 }

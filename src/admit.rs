@@ -21,17 +21,14 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::flags::SEMAPHORE_FLAGS;
 use crate::holder::{HolderInfo, KvEntry};
-use crate::metrics::Loss;
 use crate::permit::Permit;
+use crate::procedure::Procedure;
 use crate::queue::{self, Place, Waited};
-use crate::retry::{self, Backoff};
-use crate::session::{Claim, SessionCore};
+use crate::retry;
+use crate::session::SessionCore;
 use crate::slots::{Layout, View};
 use crate::task::{Step, Stop};
 use crate::watch::Watch;
-
-/// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.
-const MAX_FRESH_INVALID_SESSIONS: u32 = 3;
 
 /// Everything a semaphore acquire needs, validated before any request.
 pub(crate) struct Plan {
@@ -66,59 +63,52 @@ pub(crate) async fn run(plan: Plan, fail_hard: bool) -> Reply {
             Err(Stop::NotAcquired) if !fail_hard => Ok(None),
             Err(Stop::NotAcquired) => Err(Error::NotAcquired {
                 key: admit.plan.layout.prefix.clone(),
-                waited: admit.start.elapsed(),
+                waited: admit.core.start.elapsed(),
                 holder: None,
             }),
             Err(Stop::Cancelled) => Err(crate::task::stopped("acquiring a semaphore slot (the caller went away)")),
             Err(Stop::Failed(e)) => Err(e),
         };
         // If the caller is gone, the permit comes back here and its drop releases the slot.
-        let _ = admit.tx.send(result);
+        let _ = admit.core.tx.send(result);
     });
     rx.await.unwrap_or_else(|_| Err(crate::task::stopped("acquiring a semaphore slot")))
 }
 
 struct Admit {
     plan: Plan,
-    tx: oneshot::Sender<Reply>,
-    start: Instant,
-    deadline: Option<Instant>,
+    /// The deadline, the caller, the session: what every acquire procedure shares.
+    core: Procedure<Reply>,
     watch: Watch<Vec<KvEntry>>,
-    claim: Option<Claim>,
-    session: Option<Arc<SessionCore>>,
     /// Our place in line, once we found the slots taken or others waiting.
     place: Option<Place>,
-    pause: Backoff,
-    attempts_on_session: u32,
-    fresh_invalid: u32,
 }
 
 impl Admit {
     fn new(plan: Plan, tx: oneshot::Sender<Reply>) -> Self {
-        let start = Instant::now();
-        Admit {
-            deadline: start.checked_add(plan.acquire_timeout),
-            watch: Watch::prefix(&plan.client, &plan.layout.dir),
-            session: plan.shared.clone(),
-            plan,
+        let target = plan.layout.prefix.clone();
+        let core = Procedure::new(
+            plan.client.clone(),
+            plan.spec.clone(),
+            plan.shared.clone(),
+            plan.acquire_timeout,
+            &target,
             tx,
-            start,
-            claim: None,
-            place: None,
-            pause: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
-            attempts_on_session: 0,
-            fresh_invalid: 0,
-        }
+        );
+        Admit { watch: Watch::prefix(&plan.client, &plan.layout.dir), plan, core, place: None }
     }
 
     async fn steps(&mut self) -> Step<Arc<Permit>> {
-        self.claim_in_process().await?;
+        if let Some(s) = &self.plan.shared {
+            let contender = self.plan.layout.contender(&s.id);
+            self.core.claim_in_process(&contender).await?; // one permit per prefix per session
+        }
         // The first read always happens, even with a zero timeout (one attempt).
-        let first = self.retry_until().max(Instant::now() + self.plan.client.request_timeout());
+        let first = self.core.retry_until().max(Instant::now() + self.plan.client.request_timeout());
         let mut entries = self.next(Some(first)).await?;
         loop {
             let view = self.plan.layout.view(&entries, self.plan.limit)?;
-            if self.place.is_none() && self.past_deadline() && !self.free_for_us(&entries, &view) {
+            if self.place.is_none() && self.core.past_deadline() && !self.free_for_us(&entries, &view) {
                 return Err(Stop::NotAcquired); // a one-shot attempt on taken slots: no session made
             }
             let s = self.live_session().await?;
@@ -126,19 +116,16 @@ impl Admit {
                 Next::Try => {}
                 Next::Again => continue,
                 Next::Wait => {
-                    entries = self.next(self.deadline).await?;
+                    entries = self.next(self.core.deadline).await?;
                     continue;
                 }
             }
-            self.attempts_on_session += 1;
+            self.core.attempted();
             match self.attempt(&s, &view).await? {
                 Admission::Admitted { token } => return Ok(self.admitted(s, token, &view)),
                 // The coordination key moved under us: the next answer comes with the change.
-                Admission::Stale => entries = self.next(self.deadline).await?,
-                Admission::LockDelay => {
-                    let pause = self.pause.next_delay();
-                    self.sleep(pause).await?;
-                }
+                Admission::Stale => entries = self.next(self.core.deadline).await?,
+                Admission::LockDelay => self.core.back_off().await?,
                 Admission::InvalidSession { status, message } => {
                     self.after_invalid_session(&s, status, message).await?;
                 }
@@ -153,7 +140,7 @@ impl Admit {
             if self.free_for_us(entries, view) {
                 return Ok(Next::Try);
             }
-            if self.past_deadline() {
+            if self.core.past_deadline() {
                 return Err(Stop::NotAcquired); // a one-shot attempt never joins the line
             }
             if !self.enqueue(s).await? {
@@ -161,9 +148,8 @@ impl Admit {
             }
         }
         let Some(place) = self.place.as_mut() else { return Ok(Next::Again) };
-        let waited = crate::task::unless_closed(&mut self.tx, place.wait_after(entries, self.deadline))
-            .await
-            .ok_or(Stop::Cancelled)??;
+        let deadline = self.core.deadline;
+        let waited = self.core.unless_cancelled(place.wait_after(entries, deadline)).await??;
         match waited {
             None => Err(Stop::NotAcquired),
             Some(Waited::First) if view.has_room() => Ok(Next::Try),
@@ -179,7 +165,7 @@ impl Admit {
     /// A slot is free and nobody waits for it (slots go to the line first). Our own session's
     /// entry does not count (a shared session's earlier wait may still be deleting it).
     fn free_for_us(&self, entries: &[KvEntry], view: &View) -> bool {
-        let sid = self.session.as_ref().map_or("", |s| s.id.as_str());
+        let sid = self.core.session_id();
         view.has_room() && !queue::others_waiting(&self.plan.layout.lock_key, sid, entries)
     }
 
@@ -192,9 +178,9 @@ impl Admit {
 
     /// Take a place in line; `false` when Consul refused our session (handled here).
     async fn enqueue(&mut self, s: &SessionCore) -> Step<bool> {
-        self.attempts_on_session += 1;
+        self.core.attempted();
         let (client, lock_key) = (&self.plan.client, &self.plan.layout.lock_key);
-        match Place::enqueue(client, lock_key, &s.id, self.retry_until()).await? {
+        match Place::enqueue(client, lock_key, &s.id, self.core.retry_until()).await? {
             Some(place) => {
                 self.place = Some(place);
                 Ok(true)
@@ -208,55 +194,18 @@ impl Admit {
 
     /// The next listing of the prefix (cancellably); `NotAcquired` at the deadline.
     async fn next(&mut self, deadline: Option<Instant>) -> Step<Vec<KvEntry>> {
-        if self.tx.is_closed() {
-            return Err(Stop::Cancelled);
-        }
-        let next = crate::task::unless_closed(&mut self.tx, self.watch.next(deadline)).await.ok_or(Stop::Cancelled)?;
-        next?.ok_or(Stop::NotAcquired)
+        self.core.check_caller()?;
+        self.core.unless_cancelled(self.watch.next(deadline)).await??.ok_or(Stop::NotAcquired)
     }
 
-    fn past_deadline(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    fn retry_until(&self) -> Instant {
-        crate::task::retry_until(self.deadline)
-    }
-
-    async fn sleep(&mut self, pause: Duration) -> Step {
-        crate::task::pause(&mut self.tx, self.deadline, pause).await
-    }
-
-    /// Shared sessions: one permit per prefix per session (the contender key is per session).
-    async fn claim_in_process(&mut self) -> Step {
-        let Some(s) = self.plan.shared.clone() else { return Ok(()) };
-        let key = self.plan.layout.contender(&s.id);
-        match crate::task::unless_closed(&mut self.tx, s.claim(&key, self.deadline)).await.ok_or(Stop::Cancelled)? {
-            Some(c) => {
-                self.claim = Some(c);
-                Ok(())
-            }
-            None => Err(Stop::NotAcquired),
-        }
-    }
-
-    /// A live session: the shared one, the current one, or a new one (renewed while we wait).
+    /// A live session (see [`Procedure::live_session`]); a new one's queue place starts over (the
+    /// old session's entry, if any, is deleted in the background).
     async fn live_session(&mut self) -> Step<Arc<SessionCore>> {
-        match &self.session {
-            Some(s) if !s.is_lost() => return Ok(s.clone()),
-            Some(_) if self.plan.shared.is_some() => {
-                return Err(Error::LockLost { key: self.plan.layout.prefix.clone() }.into())
-            }
-            _ => {}
+        let s = self.core.live_session().await?;
+        if self.place.as_ref().is_some_and(|p| p.sid() != s.id) {
+            self.place = None;
         }
-        let created = SessionCore::create(&self.plan.client, &self.plan.spec, self.retry_until()).await?;
-        self.place = None; // the old session's place, if any, is deleted in the background
-        self.session = Some(created.clone());
-        self.attempts_on_session = 0;
-        if self.tx.is_closed() {
-            return Err(Stop::Cancelled); // dropping `created` destroys it
-        }
-        Ok(created)
+        Ok(s)
     }
 
     /// One transaction: our contender key and us among the holders, or nothing.
@@ -275,7 +224,7 @@ impl Admit {
             contender: &contender,
             dequeue: queued.as_deref(),
         };
-        Ok(retry::until(self.retry_until(), || plan.client.txn_admit(&write, &value)).await?)
+        Ok(retry::until(self.core.retry_until(), || plan.client.txn_admit(&write, &value)).await?)
     }
 
     fn admitted(&mut self, s: Arc<SessionCore>, token: u64, view: &View) -> Arc<Permit> {
@@ -283,27 +232,12 @@ impl Admit {
         self.forget_place(); // the admission deleted our queue entry
         let own = self.plan.shared.is_none();
         let slots = view.with(&s.id);
-        Permit::new(self.plan.layout.clone(), s, own, token, slots, self.claim.take())
+        Permit::new(self.plan.layout.clone(), s, own, token, slots, self.core.claim.take())
     }
 
-    /// Consul refused our session: a shared one is lost; an own one is replaced (paced), unless
-    /// Consul keeps refusing brand-new sessions.
+    /// Consul refused our session (see [`Procedure::after_invalid_session`]); our place goes with it.
     async fn after_invalid_session(&mut self, s: &SessionCore, status: u16, message: String) -> Step {
-        s.mark_lost(Loss::InvalidSession, "Consul says the session is invalid");
-        self.forget_place(); // it goes with the session
-        if self.plan.shared.is_some() {
-            return Err(Error::LockLost { key: self.plan.layout.prefix.clone() }.into());
-        }
-        self.fresh_invalid = if self.attempts_on_session == 1 { self.fresh_invalid + 1 } else { 0 };
-        if self.fresh_invalid >= MAX_FRESH_INVALID_SESSIONS || self.past_deadline() {
-            let address = self.plan.client.address().to_owned();
-            let message = format!("{message} (Consul invalidated our session before a slot could be taken)");
-            return Err(Error::Consul { address, status, message }.into());
-        }
-        let pause = self.pause.next_delay();
-        match self.sleep(pause).await {
-            Err(Stop::NotAcquired) => Ok(()),
-            other => other,
-        }
+        self.forget_place();
+        self.core.after_invalid_session(s, status, message, "a slot").await
     }
 }

@@ -101,6 +101,7 @@ mod lock;
 mod metrics;
 mod mutex;
 mod permit;
+mod procedure;
 mod queue;
 mod retry;
 mod semaphore;
