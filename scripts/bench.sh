@@ -19,6 +19,8 @@
 #   PEERS_DIR=/path/to/peers scripts/bench.sh
 #   BENCH_BASELINE=39b93de scripts/bench.sh   # also REV's contend part, right after ours, same agent
 #                                             # (39b93de: the plain mode before the herd-free default)
+#   BENCH_REPEATS=4 scripts/bench.sh    # then 4 alternations at N = BENCH_REPEAT_N (8): ours, the
+#                                       # baseline, Go — the spread of the tail (repeats.md)
 # Sizes: BENCH_PASSES, BENCH_PASS_ROUNDS (above); ours: LOCKBENCH_N, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
 # LOCKBENCH_RUNS, LOCKBENCH_SCALE_KEYS, LOCKBENCH_SCALE_CONCURRENCY, LOCKBENCH_IDLE_SECS (see Config::from_env in benches/lockbench/common.rs).
 set -euo pipefail
@@ -161,6 +163,34 @@ latency_passes() {
   done
 }
 
+# repeats: BENCH_REPEATS alternations of forced handoff at N = BENCH_REPEAT_N on the agent —
+# ours, the baseline (if built), Go (if the peers are there) — one table row of p50 / p99 each.
+repeats() {
+  local k=${BENCH_REPEATS:-0} n=${BENCH_REPEAT_N:-8} r row
+  [ "$k" -gt 0 ] || return 0
+  step "repeats: $k alternations at N = $n"
+  rust_p50_p99() { # EXE: one t${n}f run of our bench (or the baseline's)
+    LOCKBENCH_CONSUL=$consul LOCKBENCH_RUNS=t${n}f "$1" contend | awk -F'|' -v r="t${n}f" \
+      '{gsub(/ /, "", $2)} $2 == r {gsub(/ /, "", $4); gsub(/ /, "", $6); print $4 " / " $6}'
+  }
+  {
+    printf '## Repetitions at N = %s (forced handoff, 5 ms holds, %s handoffs): handoff p50 / p99 ms\n\n' \
+      "$n" "${LOCKBENCH_HANDOFFS:-200}"
+    printf '| repetition | ours |%s%s\n' "${baseline_exe:+ baseline $rev |}" "$([ "$use_peers" = 1 ] && echo ' Go api.Lock |')"
+    printf '|---|---|%s%s\n' "${baseline_exe:+---|}" "$([ "$use_peers" = 1 ] && echo '---|')"
+    for r in $(seq "$k"); do
+      row="| $r | $(rust_p50_p99 "$bench_exe") |"
+      [ -z "$baseline_exe" ] || row="$row $(rust_p50_p99 "$baseline_exe") |"
+      if [ "$use_peers" = 1 ]; then
+        peer go "repeat-$r" contend -runs "g${n}f" -reps 1 -handoffs "${LOCKBENCH_HANDOFFS:-200}"
+        row="$row $(awk -F'|' -v r="$n goroutines" '$2 ~ r && $3 ~ /forced/ {split($9, v, " / "); gsub(/ /, "", v[1]); gsub(/ /, "", v[4]); print v[1] " / " v[4]; exit}' \
+          "$out/go-repeat-$r/summary.md" 2>/dev/null) |"
+      fi
+      echo "$row"
+    done
+  } | tee "$out/rust-repeats.md"
+}
+
 started=$(date -u +%FT%TZ)
 start_agent dev
 latency_passes dev
@@ -173,6 +203,7 @@ if [ "$use_peers" = 1 ]; then
   peer go dev-contend contend "${go_con[@]}"
   peer python dev-contend contend "${py_con[@]}"
 fi
+repeats
 ours dev-scale scale
 ours dev-election election
 if [ "$use_peers" = 1 ]; then
