@@ -125,6 +125,7 @@ impl Acquire {
 
     async fn steps(&mut self) -> Step<Arc<Hold>> {
         self.core.claim_in_process(&self.plan.key).await?;
+        self.peek_before_one_shot().await?;
         loop {
             let s = self.core.live_session().await?;
             let attempt = match self.queue_turn(&s).await? {
@@ -151,6 +152,22 @@ impl Acquire {
                 }
                 LockAttempt::Held => self.on_held()?,
             }
+        }
+    }
+
+    /// A one-shot attempt (`acquire_timeout(ZERO)`) that would make its own session reads the key
+    /// first: finding it held then costs that one read, instead of a session, a refused `lock` and
+    /// the session's destruction (three writes); the holder it names is the one read. A free key
+    /// goes on as usual, the attempt guarded by what the read saw.
+    async fn peek_before_one_shot(&mut self) -> Step {
+        if self.plan.shared.is_some() || !self.core.past_deadline() {
+            return Ok(());
+        }
+        let (client, key) = (&self.plan.client, &self.plan.key);
+        let entry = crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await?;
+        match self.judge(entry, "")? {
+            true => Err(Stop::NotAcquired),
+            false => Ok(()),
         }
     }
 
@@ -214,14 +231,14 @@ impl Acquire {
         }
         let (client, key) = (&self.plan.client, &self.plan.key);
         let entry = crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await?;
-        let held = self.judge(entry, s)?;
+        let held = self.judge(entry, &s.id)?;
         Ok(held)
     }
 
     /// Decide from a read of the key: `Ok(true)` held by another session (recorded for the error at
     /// the deadline), `Ok(false)` free or ours (the next attempt's guard is set accordingly);
     /// [`Error::Conflict`] for another primitive's key.
-    fn judge(&mut self, entry: Option<KvEntry>, s: &SessionCore) -> Step<bool> {
+    fn judge(&mut self, entry: Option<KvEntry>, ours: &str) -> Step<bool> {
         let Some(e) = entry else {
             self.expect = Expect::Absent;
             return Ok(false);
@@ -229,7 +246,7 @@ impl Acquire {
         if !crate::flags::lockable(e.flags) {
             return Err(Error::Conflict { key: self.plan.key.clone(), flags: e.flags }.into());
         }
-        if e.holder_session().is_none_or(|h| h == s.id) {
+        if e.holder_session().is_none_or(|h| h == ours) {
             self.expect = Expect::Unchanged(e.modify_index);
             return Ok(false);
         }
@@ -260,7 +277,7 @@ impl Acquire {
             let Some(entry) = self.core.unless_cancelled(watch.next(deadline)).await?? else {
                 return Err(Stop::NotAcquired);
             };
-            if !self.judge(entry, s)? {
+            if !self.judge(entry, &s.id)? {
                 return Ok(()); // free (or ours): try again, if it is still as read
             }
             if s.is_lost() && self.plan.shared.is_none() {

@@ -114,7 +114,9 @@ impl EphemeralLock {
     }
 
     /// How long `hold`/`acquire` wait while someone else holds the key. `Duration::ZERO` makes one
-    /// attempt and does not wait; `Duration::MAX` waits forever. Default 500 ms.
+    /// attempt and does not wait: with its own session it reads the key first, so a key held by
+    /// another costs that one read (no session is made) and a free one a read more than a waiting
+    /// acquire. `Duration::MAX` waits forever. Default 500 ms.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self

@@ -93,8 +93,10 @@ async fn a_key_released_by_go_is_free_and_a_waiter_takes_it() {
     // And a fresh acquire of a Go-released key (not waiting) takes it at once.
     assert_eq!(put(&format!("kv/{key}?acquire={sid}&flags={LOCK_FLAGS}"), "go").await, Value::Bool(true));
     assert_eq!(put(&format!("kv/{key}?release={sid}&flags={LOCK_FLAGS}"), "go").await, Value::Bool(true));
-    let g = EphemeralLock::new(&key).client(client()).acquire_timeout(Duration::ZERO).hold().await.unwrap();
+    let c = client();
+    let g = EphemeralLock::new(&key).client(c.clone()).acquire_timeout(Duration::ZERO).hold().await.unwrap();
     assert_eq!(raw_holder(&key).await.as_deref(), Some(g.session_id()));
+    assert_eq!(c.request_count(), 3, "the read, the session, one lock attempt guarded by that read");
     g.release().await.unwrap();
     put(&format!("session/destroy/{sid}"), "").await;
 }

@@ -59,19 +59,37 @@ async fn second_lock_gets_false_or_not_acquired_naming_the_holder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_timeout_makes_exactly_one_attempt() {
+async fn zero_timeout_on_a_held_key_is_one_read_and_no_session() {
     let key = unique("zero");
     let a = EphemeralLock::new(&key).client(client()).hold().await.unwrap();
     let c = client();
-    let mut b = EphemeralLock::new(&key).client(c.clone()).acquire_timeout(Duration::ZERO);
+    let name = unique("zero-one-shot");
+    let lock = || EphemeralLock::new(&key).client(c.clone()).session_name(name.clone()).acquire_timeout(Duration::ZERO);
     let t0 = Instant::now();
-    assert!(!b.acquire(false).await.unwrap());
+    assert!(!lock().acquire(false).await.unwrap());
     assert!(t0.elapsed() < Duration::from_secs(2));
-    // Session create + one lock transaction; the session destroy follows in the background.
-    assert!(eventually(Duration::from_secs(2), || async { c.request_count() == 3 }).await);
+    assert_eq!(c.request_count(), 1, "one read of the key, nothing else");
+    // Failing hard names the holder from that same read.
+    let e = lock().hold().await.unwrap_err();
+    match &e {
+        Error::NotAcquired { holder: Some(h), .. } => assert_eq!(h.session_id, a.session_id(), "{e}"),
+        other => panic!("expected NotAcquired naming the holder, got {other:?}"),
+    }
     sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.request_count(), 3, "create + one lock attempt + destroy, nothing else");
+    assert_eq!(c.request_count(), 2, "one read per attempt");
+    assert!(sessions_named(&name).await.is_empty(), "no session was made");
     a.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_timeout_on_a_free_key_takes_it_with_one_lock_attempt() {
+    let key = unique("zero-free");
+    let c = client();
+    let mut lock = EphemeralLock::new(&key).client(c.clone()).acquire_timeout(Duration::ZERO);
+    assert!(lock.acquire(false).await.unwrap());
+    assert_eq!(c.request_count(), 3, "the read, the session, one lock transaction");
+    assert!(lock.is_held() && raw_holder(&key).await.is_some(), "held, by a session of ours");
+    lock.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,9 @@ pub(crate) async fn run(client: Client, args: RunArgs) -> Result<i32, Failure> {
 
     let timeout = if args.no_wait { Duration::ZERO } else { args.timeout.unwrap_or(Duration::MAX) };
 
-    // 1. One attempt first: the usual uncontended case costs nothing more, and bad settings or an
-    //    unreachable agent are reported at once (a waiting acquire rides out Consul outages).
+    // 1. One attempt first: bad settings or an unreachable agent are reported at once (a waiting
+    //    acquire rides out Consul outages). It reads the key before making a session, so finding
+    //    it held costs one read; the uncontended case, that read more.
     let first = take(&client, &args, Duration::ZERO).await;
     let guard = match first {
         Ok(g) => g,
