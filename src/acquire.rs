@@ -163,8 +163,7 @@ impl Acquire {
         if self.plan.shared.is_some() || !self.core.past_deadline() {
             return Ok(());
         }
-        let (client, key) = (&self.plan.client, &self.plan.key);
-        let entry = crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await?;
+        let entry = self.read_key().await?;
         match self.judge(entry, "")? {
             true => Err(Stop::NotAcquired),
             false => Ok(()),
@@ -229,10 +228,15 @@ impl Acquire {
         if self.core.past_deadline() && std::mem::replace(&mut self.inspected_late, true) {
             return Err(Stop::NotAcquired); // free at each read, taken at each attempt: out of time
         }
-        let (client, key) = (&self.plan.client, &self.plan.key);
-        let entry = crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await?;
+        let entry = self.read_key().await?;
         let held = self.judge(entry, &s.id)?;
         Ok(held)
+    }
+
+    /// One read of the key (retried like a write: at least once, never past the deadline).
+    async fn read_key(&self) -> Result<Option<KvEntry>> {
+        let (client, key) = (&self.plan.client, &self.plan.key);
+        crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await
     }
 
     /// Decide from a read of the key: `Ok(true)` held by another session (recorded for the error at
@@ -270,7 +274,6 @@ impl Acquire {
     /// which keeps the key) or ours, or our own waiting session dies (then a new one is made). A key
     /// with another primitive's flags is [`Error::Conflict`], never waited for nor taken.
     async fn wait_for_change(&mut self, s: &SessionCore) -> Step {
-        self.core.check_caller()?;
         let mut watch = Watch::key(&self.plan.client, &self.plan.key);
         loop {
             let deadline = self.core.deadline;

@@ -194,7 +194,6 @@ impl Admit {
 
     /// The next listing of the prefix (cancellably); `NotAcquired` at the deadline.
     async fn next(&mut self, deadline: Option<Instant>) -> Step<Vec<KvEntry>> {
-        self.core.check_caller()?;
         self.core.unless_cancelled(self.watch.next(deadline)).await??.ok_or(Stop::NotAcquired)
     }
 

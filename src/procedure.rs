@@ -73,27 +73,29 @@ impl<T> Procedure<T> {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    /// Writes get at least one attempt even with a zero timeout, and a bounded retry without one.
+    /// Until when a write is retried: at least one attempt even with a zero timeout, a bounded
+    /// retry without one.
     pub(crate) fn retry_until(&self) -> Instant {
-        crate::task::retry_until(self.deadline)
+        let now = Instant::now();
+        self.deadline.unwrap_or(now + Duration::from_secs(86_400 * 365)).max(now)
     }
 
-    /// Wait for `fut` unless the caller goes away first. For waits only, never around a write.
+    /// Wait for `fut` unless the caller goes away first (checked before `fut` is polled). For waits
+    /// only, never around a write.
     pub(crate) async fn unless_cancelled<F: Future>(&mut self, fut: F) -> Step<F::Output> {
         crate::task::unless_closed(&mut self.tx, fut).await.ok_or(Stop::Cancelled)
     }
 
-    /// `Cancelled` if the caller is gone already (checked before starting a wait).
-    pub(crate) fn check_caller(&self) -> Step {
-        if self.tx.is_closed() {
-            return Err(Stop::Cancelled);
-        }
-        Ok(())
-    }
-
     /// Pause (cancellably) for `pause`, at most until the deadline; `NotAcquired` if none is left.
     pub(crate) async fn sleep(&mut self, pause: Duration) -> Step {
-        crate::task::pause(&mut self.tx, self.deadline, pause).await
+        let left = match self.deadline {
+            None => pause,
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        if left < Duration::from_millis(1) {
+            return Err(Stop::NotAcquired);
+        }
+        self.unless_cancelled(tokio::time::sleep(pause.min(left))).await
     }
 
     /// Pause for the next jittered backoff delay (a key in its lock-delay).
@@ -142,7 +144,9 @@ impl<T> Procedure<T> {
         let created = SessionCore::create(&self.client, &self.spec, self.retry_until()).await?;
         self.session = Some(created.clone());
         self.attempts_on_session = 0;
-        self.check_caller()?; // if gone, dropping `created` destroys it
+        if self.tx.is_closed() {
+            return Err(Stop::Cancelled); // dropping `created` destroys it
+        }
         Ok(created)
     }
 

@@ -54,30 +54,6 @@ impl From<Error> for Stop {
 /// One step of an acquire procedure: its value, or why the procedure stops.
 pub(crate) type Step<T = ()> = std::result::Result<T, Stop>;
 
-/// Until when an acquire procedure with `deadline` retries a write: at least one attempt even
-/// with a zero timeout, a bounded retry without one.
-pub(crate) fn retry_until(deadline: Option<tokio::time::Instant>) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    deadline.unwrap_or(now + std::time::Duration::from_secs(86_400 * 365)).max(now)
-}
-
-/// Pause an acquire procedure for `pause`, at most until its `deadline` (`NotAcquired` if none
-/// is left), unless its caller goes away first (`Cancelled`).
-pub(crate) async fn pause<T>(
-    tx: &mut tokio::sync::oneshot::Sender<T>,
-    deadline: Option<tokio::time::Instant>,
-    pause: std::time::Duration,
-) -> Step {
-    let left = match deadline {
-        None => pause,
-        Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
-    };
-    if left < std::time::Duration::from_millis(1) {
-        return Err(Stop::NotAcquired);
-    }
-    unless_closed(tx, tokio::time::sleep(pause.min(left))).await.ok_or(Stop::Cancelled)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use consul_lock::{Client, Session};
 use support::proxy::{Fault, FaultProxy};
-use support::{consul, eventually, queue_entries, unique};
+use support::{consul, eventually, queue_entries, unique, Sent};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -68,14 +68,13 @@ async fn a_release_wakes_one_waiter_not_all() {
     tokio::time::sleep(Duration::from_millis(300)).await; // every waiter blocks on its query
     for handoff in 0..WAITERS {
         // The waiters that stay in line through this handoff (the next one to acquire excluded).
-        let idle: Vec<usize> = (handoff + 1..WAITERS).collect();
-        let before: Vec<u64> = idle.iter().map(|&i| clients[i].request_count()).collect();
+        let idle = Sent::from_now(&clients, handoff + 1..WAITERS);
         if let Some(g) = guard.take() {
             g.release().await.unwrap();
         }
         assert!(eventually(Duration::from_secs(5), || async { acquired.lock().unwrap().len() > handoff }).await);
         tokio::time::sleep(Duration::from_millis(100)).await; // let any herd show itself
-        let sent: u64 = idle.iter().zip(&before).map(|(&i, b)| clients[i].request_count() - b).sum();
+        let sent = idle.total();
         // A herd is a lock attempt and a new query from every waiter still in line; without one they
         // send nothing (a session renewal, every 7 s or so, may fall into the window).
         assert!(sent <= 1, "handoff {handoff}: the {} waiters still in line sent {sent} requests", idle.len());

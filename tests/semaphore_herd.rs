@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use consul_lock::{Client, Semaphore};
 use support::proxy::{Fault, FaultProxy};
-use support::{consul, eventually, queue_entries, raw_keys, unique};
+use support::{consul, eventually, queue_entries, raw_keys, unique, Sent};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -50,8 +50,7 @@ async fn a_release_wakes_the_first_in_line_only_and_slots_go_in_arrival_order() 
     tokio::time::sleep(Duration::from_millis(300)).await; // every waiter blocks on its query
     for step in 0..WAITERS {
         // In line through this step: all but the one admitted now and the next first in line.
-        let idle: Vec<usize> = (step + 2..WAITERS).collect();
-        let before: Vec<u64> = idle.iter().map(|&i| clients[i].request_count()).collect();
+        let idle = Sent::from_now(&clients, step + 2..WAITERS);
         if held.is_empty() {
             let _ = release_tx.send(step - 2);
         } else {
@@ -62,7 +61,7 @@ async fn a_release_wakes_the_first_in_line_only_and_slots_go_in_arrival_order() 
             "step {step}: a waiter is admitted after a release"
         );
         tokio::time::sleep(Duration::from_millis(150)).await; // let any herd show itself
-        let sent: u64 = idle.iter().zip(&before).map(|(&i, b)| clients[i].request_count() - b).sum();
+        let sent = idle.total();
         // A herd is a read and a check-and-set from every waiter; in line they send nothing (a
         // session renewal, every 7 s or so, may fall into the window).
         assert!(sent <= 1, "step {step}: the {} waiters still in line sent {sent} requests", idle.len());

@@ -128,3 +128,27 @@ pub mod proxy;
 pub mod register;
 pub mod worker;
 pub mod workload;
+
+/// What some clients (each with a request count of its own) send from a moment on: the waiters that
+/// stay in line through a handoff, whose requests a herd would show.
+pub struct Sent<'a> {
+    clients: &'a [Client],
+    before: Vec<(usize, u64)>,
+}
+
+impl<'a> Sent<'a> {
+    /// Start counting the requests of `clients[i]` for each `i` of `which`.
+    pub fn from_now(clients: &'a [Client], which: impl IntoIterator<Item = usize>) -> Self {
+        Sent { clients, before: which.into_iter().map(|i| (i, clients[i].request_count())).collect() }
+    }
+
+    /// How many clients are counted.
+    pub fn len(&self) -> usize {
+        self.before.len()
+    }
+
+    /// Their requests since [`from_now`](Self::from_now), summed.
+    pub fn total(&self) -> u64 {
+        self.before.iter().map(|&(i, b)| self.clients[i].request_count() - b).sum()
+    }
+}
