@@ -37,10 +37,11 @@ pub enum Error {
         key: String,
     },
 
-    /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
-    /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
-    /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
-    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::consul::flags::LOCK_FLAGS)]
+    /// The key belongs to another kind of primitive: for a lock, its `Flags` are neither 0 nor a
+    /// lock's ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's or a read-write lock's key, say;
+    /// for a read-write lock, neither 0 nor [`RWLOCK_FLAGS`](crate::RWLOCK_FLAGS). The counterpart
+    /// of Go's `api.ErrLockConflict`. Never retried: nothing of the key was touched.
+    #[error("key {key:?} belongs to another kind of primitive (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}, a read-write lock's {rw:#x}): is it a semaphore, a lock or another primitive's key?", lock = crate::consul::flags::LOCK_FLAGS, rw = crate::consul::flags::RWLOCK_FLAGS)]
     Conflict {
         /// The key.
         key: String,

@@ -75,7 +75,8 @@
 // downwards:
 //   blocking/, testing      — the blocking mirror; test support
 //   election/               — leader election, built on the lock
-//   lock/, semaphore/       — the primitives: public builder, acquire procedure, guard
+//   lock/, semaphore/,
+//   rwlock/                 — the primitives: public builder, acquire procedure, guard
 //   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
 //   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
 //   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
@@ -89,6 +90,7 @@ mod lock;
 mod metrics;
 mod mutex;
 mod primitive;
+mod rwlock;
 mod semaphore;
 mod session;
 mod task;
@@ -98,7 +100,7 @@ pub mod testing;
 
 pub use consul::client::{Client, ClientBuilder};
 pub use consul::endpoints::SessionInfo;
-pub use consul::flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
+pub use consul::flags::{LOCK_FLAGS, RWLOCK_FLAGS, RWLOCK_READ_FLAGS, SEMAPHORE_FLAGS};
 pub use consul::key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 pub use election::builder::Election;
 pub use election::leader_watch::{Leader, LeaderWatch};
@@ -107,6 +109,8 @@ pub use error::{Error, Result, TransportError};
 pub use holder::{Holder, HolderInfo};
 pub use lock::builder::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
 pub use lock::guard::LockGuard;
+pub use rwlock::builder::{RwLock, RwLockState};
+pub use rwlock::guard::{ReadGuard, WriteGuard};
 pub use semaphore::builder::{Semaphore, SemaphoreState};
 pub use semaphore::permit::SemaphorePermit;
 pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
