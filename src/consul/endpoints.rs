@@ -163,7 +163,10 @@ pub(crate) enum Expect {
 /// The exact body of the lock transaction (its size is checked before any request): the guard of
 /// `expect`, then `lock` with our value and [`LOCK_FLAGS`](crate::LOCK_FLAGS).
 pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expect) -> Vec<u8> {
-    txn_body(&[expect.guard(key), TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)])
+    txn_body(&[
+        expect.guard(key),
+        TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS),
+    ])
 }
 
 impl Expect {

@@ -38,7 +38,13 @@ impl Client {
     /// A writer's release: `check-session` + `unlock` of `key` back to the marker (the key stays a
     /// read-write lock's for the readers behind us) + `delete` of our place, in one write. When the
     /// key is no longer ours, our place is deleted on its own (owner-checked).
-    pub(crate) async fn txn_rw_release(&self, key: &str, session: &str, marker: &[u8], place: &str) -> Result<Released> {
+    pub(crate) async fn txn_rw_release(
+        &self,
+        key: &str,
+        session: &str,
+        marker: &[u8],
+        place: &str,
+    ) -> Result<Released> {
         let ops = [
             TxnOp::kv("check-session", key, None, Some(session)),
             TxnOp::kv("unlock", key, Some(marker), Some(session)).flags(RWLOCK_FLAGS),
@@ -71,9 +77,7 @@ impl Client {
             TxnOp::kv("lock", place, Some(value), Some(session)).flags(RWLOCK_READ_FLAGS),
         ];
         match self.txn::<KvEntry>(txn_body(&ops)).await {
-            Ok(Txn::Committed(kvs)) => {
-                Ok(Downgraded::Done { index: kvs.last().map_or(0, |kv| kv.modify_index) })
-            }
+            Ok(Txn::Committed(kvs)) => Ok(Downgraded::Done { index: kvs.last().map_or(0, |kv| kv.modify_index) }),
             Ok(Txn::RolledBack(what)) => match classify(&what) {
                 Said::NotOurs | Said::InvalidSession | Said::Held => Ok(Downgraded::Lost),
                 _ => Err(self.rolled_back(what)),

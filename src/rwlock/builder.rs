@@ -182,7 +182,7 @@ impl RwLock {
     /// ```
     pub async fn read(&self) -> Result<ReadGuard> {
         let held = self.request(Mode::Read).await?;
-        Ok(ReadGuard { hold: held.hold, key: self.key.clone() })
+        Ok(self.read_guard(held))
     }
 
     /// Take the lock exclusively, waiting up to the acquire timeout: returns once every request
@@ -227,7 +227,7 @@ impl RwLock {
     /// ```
     pub async fn try_read(&self) -> Result<Option<ReadGuard>> {
         let held = self.attempt(Mode::Read).await?;
-        Ok(held.map(|h| ReadGuard { hold: h.hold, key: self.key.clone() }))
+        Ok(held.map(|h| self.read_guard(h)))
     }
 
     /// One attempt at the exclusive lock, no wait: `Ok(None)` when anyone holds it or waits for it.
@@ -251,6 +251,10 @@ impl RwLock {
         Ok(held.map(|h| self.write_guard(h)))
     }
 
+    fn read_guard(&self, held: Held) -> ReadGuard {
+        ReadGuard { hold: held.hold, key: self.key.clone(), created: held.created }
+    }
+
     fn write_guard(&self, held: Held) -> WriteGuard {
         let max_hold_at = self.max_hold.map(|d| Instant::now() + d);
         WriteGuard { hold: held.hold, value: held.value, created: held.created, max_hold_at }
@@ -260,9 +264,11 @@ impl RwLock {
     async fn request(&self, mode: Mode) -> Result<Held> {
         let plan = self.plan(mode, None)?;
         // fail_hard = true never returns Ok(None); keep a typed error rather than a panic.
-        acquire::run(plan, true)
-            .await?
-            .ok_or_else(|| Error::NotAcquired { key: self.key.clone(), waited: Duration::ZERO, holder: None })
+        acquire::run(plan, true).await?.ok_or_else(|| Error::NotAcquired {
+            key: self.key.clone(),
+            waited: Duration::ZERO,
+            holder: None,
+        })
     }
 
     /// One attempt, no wait: `Ok(None)` when busy.

@@ -126,6 +126,7 @@ pub struct WriteGuard {
 pub struct ReadGuard {
     pub(crate) hold: Arc<Hold>,
     pub(crate) key: String,
+    pub(crate) created: u64,
 }
 
 impl ReadGuard {
@@ -137,6 +138,12 @@ impl ReadGuard {
     /// The Consul session holding our place.
     pub fn session_id(&self) -> &str {
         &self.hold.session.id
+    }
+
+    /// When this request arrived: the `CreateIndex` of its place in line. Requests are served in
+    /// this order (the readers between two writers together); a downgraded writer keeps its own.
+    pub fn arrival(&self) -> u64 {
+        self.created
     }
 
     /// `true` while the read lock is held: not released, not known lost, and the session's lease
@@ -203,6 +210,12 @@ impl WriteGuard {
     /// The Consul session holding the key.
     pub fn session_id(&self) -> &str {
         &self.hold.session.id
+    }
+
+    /// When this request arrived: the `CreateIndex` of its place in line (see
+    /// [`ReadGuard::arrival`]).
+    pub fn arrival(&self) -> u64 {
+        self.created
     }
 
     /// The fencing token: the `ModifyIndex` of the write that locked the key. It strictly increases
@@ -314,9 +327,10 @@ async fn downgrade(hold: Arc<Hold>, value: Vec<u8>, created: u64, max_hold_at: O
     let written = retry::until(deadline, || c.txn_rw_downgrade(&key, &s.id, MARKER, &place, &value)).await;
     match written {
         Ok(Downgraded::Done { index }) => {
-            let max_hold = max_hold_at.map(|at| at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+            let max_hold =
+                max_hold_at.map(|at| at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
             let read = reader_hold(&key, place, created, s, own, index, claim, max_hold);
-            Ok(ReadGuard { hold: read, key })
+            Ok(ReadGuard { hold: read, key, created })
         }
         other => {
             tracing::warn!(%key, "downgrade failed: the write lock is given up");

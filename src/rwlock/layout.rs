@@ -234,10 +234,7 @@ mod tests {
         };
         assert_eq!(KeyState::of(None), KeyState::Absent);
         assert_eq!(KeyState::of(Some(&key(RWLOCK_FLAGS, None))), KeyState::Marker(5));
-        assert_eq!(
-            KeyState::of(Some(&key(RWLOCK_FLAGS, Some("w")))),
-            KeyState::Held { session: "w".into(), index: 5 }
-        );
+        assert_eq!(KeyState::of(Some(&key(RWLOCK_FLAGS, Some("w")))), KeyState::Held { session: "w".into(), index: 5 });
         let lock = crate::consul::flags::LOCK_FLAGS;
         assert_eq!(KeyState::of(Some(&key(lock, Some("x")))), KeyState::Foreign(lock));
         assert_eq!(KeyState::of(Some(&key(0, None))), KeyState::Foreign(0));
