@@ -453,8 +453,10 @@ impl Client {
     /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
     pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
         match self.txn::<KvEntry>(body).await {
+            // The last result is the write's (a `check-index` guard before it returns the key as it
+            // was); every write of one transaction carries its index.
             Ok(Txn::Committed(kvs)) => kvs
-                .first()
+                .last()
                 .map(|kv| kv.modify_index)
                 .filter(|i| *i > 0)
                 .map(|modify_index| LockAttempt::Acquired { modify_index })

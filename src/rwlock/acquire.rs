@@ -114,7 +114,7 @@ impl Acquire {
         loop {
             let s = self.core.live_session().await?;
             let Some(entries) = self.line_up(&s).await? else { continue };
-            self.created = queue::ahead(&self.plan.key, &s.id, &entries).map(|(me, _)| me.create_index);
+            self.created = layout::mine(&self.plan.key, &s.id, &entries).map(|me| me.create_index);
             match layout::turn(&self.plan.key, &s.id, self.plan.mode, &entries) {
                 Turn::Missing => self.forget_place(),
                 Turn::Behind(w) => self.wait_on(&w, self.core.deadline).await?,
@@ -123,7 +123,7 @@ impl Acquire {
                     self.wait_on(&me, Some(self.core.deadline.map_or(recheck, |d| d.min(recheck)))).await?
                 }
                 Turn::Mine => {
-                    let mine = queue::ahead(&self.plan.key, &s.id, &entries).map(|(me, _)| me.clone());
+                    let mine = layout::mine(&self.plan.key, &s.id, &entries).cloned();
                     if let Some(hold) = self.take(&s, mine).await? {
                         return Ok(hold);
                     }
@@ -142,9 +142,9 @@ impl Acquire {
         let (client, key) = (&self.plan.client, &self.plan.key);
         let until = self.core.retry_until();
         let entry = retry::until(until, || client.kv_get(key)).await?;
-        let line_prefix = queue::prefix(key);
+        let line_prefix = layout::line_prefix(key);
         let line = retry::until(until, || client.kv_list(&line_prefix)).await?;
-        let waiting = queue::places(key, &line);
+        let waiting = queue::places(&layout::line(key), &line);
         let free = match KeyState::of(entry.as_ref()) {
             KeyState::Foreign(flags) => return Err(Error::Conflict { key: key.clone(), flags }.into()),
             KeyState::Held { .. } => false,
@@ -168,7 +168,8 @@ impl Acquire {
             self.core.attempted();
             let mark = Mark { flags: self.plan.mode.flags(), value: &self.value };
             let until = self.core.retry_until();
-            match Place::enqueue_marked(&self.plan.client, &self.plan.key, &s.id, Some(mark), until).await? {
+            let line = layout::line(&self.plan.key);
+            match Place::enqueue_marked(&self.plan.client, &line, &s.id, Some(mark), until).await? {
                 Some(p) => self.place = Some(p),
                 None => {
                     let msg = "Consul refused the session for a place in line".to_owned();

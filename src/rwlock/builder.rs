@@ -14,7 +14,6 @@ use crate::consul::rwlock_txn::take_body;
 use crate::error::{Error, Result};
 use crate::holder::{Holder, HolderInfo, KvEntry};
 use crate::lock::builder::DEFAULT_ACQUIRE_TIMEOUT;
-use crate::primitive::queue;
 use crate::rwlock::acquire::{self, Held, Plan};
 use crate::rwlock::guard::{ReadGuard, WriteGuard};
 use crate::rwlock::layout::{self, KeyState, Mode};
@@ -318,7 +317,7 @@ impl RwLock {
 /// A read-write lock's key: a valid key whose places in line are valid keys too.
 pub(crate) fn validate(key: &str) -> Result<()> {
     key::validate(key)?;
-    key::validate(&format!("{}{SESSION_ID_SHAPE}", queue::prefix(key)))
+    key::validate(&format!("{}{SESSION_ID_SHAPE}", layout::line_prefix(key)))
 }
 
 /// The value fits Consul's limits: in a key, and in the writer's take (base64 in a transaction).
@@ -379,7 +378,7 @@ impl Client {
         if let KeyState::Foreign(flags) = KeyState::of(entry.as_ref()) {
             return Err(Error::Conflict { key: key.to_owned(), flags });
         }
-        let line = self.kv_list(&queue::prefix(key)).await?;
+        let line = self.kv_list(&layout::line_prefix(key)).await?;
         let roles = layout::roles(key, entry.as_ref(), &line);
         if entry.is_none() && roles.readers.is_empty() && roles.waiting.is_empty() && roles.writer.is_none() {
             return Ok(None);
@@ -408,7 +407,7 @@ impl Client {
 impl Session {
     /// A read-write lock on `key` bound to this session: the same builder and methods as
     /// [`RwLock::new`], a read cycle at two writes (our place in line, then its owner-checked
-    /// delete). Its place in line is `KEY/.consul-lock-queue/<this session's id>`, so one session
+    /// delete). Its place in line is `KEY/.consul-lock-rw/.consul-lock-queue/<this session's id>`, so one session
     /// holds or waits for a key once at a time: a second request through it waits in-process. The
     /// session's settings are the session's, as for [`Session::lock`].
     ///

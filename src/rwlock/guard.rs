@@ -15,7 +15,6 @@ use crate::consul::retry;
 use crate::consul::rwlock_txn::Downgraded;
 use crate::error::{Error, Result};
 use crate::primitive::hold::{self, delete_if_ours, Hold};
-use crate::primitive::queue;
 use crate::rwlock::layout::{self, MARKER};
 use crate::session::lifecycle::{Claim, SessionCore};
 
@@ -62,7 +61,7 @@ pub(crate) async fn leave_as_reader(
     created: Option<u64>,
 ) -> Result<()> {
     let deadline = Instant::now() + client.request_timeout();
-    let line = queue::prefix(key);
+    let line = layout::line_prefix(key);
     let Some(listing) = retry::until(deadline, || client.txn_rw_leave(place, sid, &line)).await? else {
         return Ok(()); // not ours any more: gone with our session
     };

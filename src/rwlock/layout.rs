@@ -6,6 +6,27 @@ use crate::consul::flags::{RWLOCK_FLAGS, RWLOCK_READ_FLAGS};
 use crate::holder::KvEntry;
 use crate::primitive::queue;
 
+/// The key the line hangs under: `KEY/.consul-lock-rw` (never written itself). A line of its own,
+/// apart from a plain lock's queue under `KEY/.consul-lock-queue/`: a plain lock that meets our key
+/// must find it refused at once, not wait behind our places.
+pub(crate) fn line(key: &str) -> String {
+    if key.ends_with('/') {
+        format!("{key}.consul-lock-rw")
+    } else {
+        format!("{key}/.consul-lock-rw")
+    }
+}
+
+/// The prefix of the places in line: `KEY/.consul-lock-rw/.consul-lock-queue/`.
+pub(crate) fn line_prefix(key: &str) -> String {
+    queue::prefix(&line(key))
+}
+
+/// Our own place in the line of `key`, from a listing of it.
+pub(crate) fn mine<'a>(key: &str, sid: &str, entries: &'a [KvEntry]) -> Option<&'a KvEntry> {
+    queue::ahead(&line(key), sid, entries).map(|(me, _)| me)
+}
+
 /// The value of the lock's key while no writer holds it (the marker).
 pub(crate) const MARKER: &[u8] = br#"{"consul-lock":"rwlock"}"#;
 
@@ -35,30 +56,37 @@ impl Mode {
     }
 }
 
-/// A place in line to wait on: until it is no longer this entry (same creation, session and
-/// modification), so a downgrade, a touch or a departure all end the wait.
+/// A place in line to wait on: until it is no longer this entry (same creation, session and mode;
+/// for our own place, same modification too, so that a touch ends the wait). A touch of another's
+/// place only re-arms the wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Watched {
     pub(crate) key: String,
     pub(crate) created: u64,
     pub(crate) modified: u64,
     pub(crate) session: String,
+    pub(crate) flags: u64,
+    /// Our own place: any modification (a touch) ends the wait.
+    pub(crate) own: bool,
 }
 
 impl Watched {
-    fn of(e: &KvEntry) -> Self {
+    fn of(e: &KvEntry, own: bool) -> Self {
         Watched {
             key: e.key.clone(),
             created: e.create_index,
             modified: e.modify_index.max(1),
             session: e.holder_session().unwrap_or_default().to_owned(),
+            flags: e.flags,
+            own,
         }
     }
 
     pub(crate) fn same(&self, e: Option<&KvEntry>) -> bool {
         e.is_some_and(|e| {
             e.create_index == self.created
-                && e.modify_index == self.modified
+                && e.flags == self.flags
+                && (!self.own || e.modify_index == self.modified)
                 && e.holder_session() == Some(self.session.as_str())
         })
     }
@@ -81,16 +109,16 @@ pub(crate) enum Turn {
 
 /// Decide from a listing of the line of `lock_key` what the contender `sid` in `mode` does.
 pub(crate) fn turn(lock_key: &str, sid: &str, mode: Mode, entries: &[KvEntry]) -> Turn {
-    let Some((me, ahead)) = queue::ahead(lock_key, sid, entries) else { return Turn::Missing };
+    let Some((me, ahead)) = queue::ahead(&line(lock_key), sid, entries) else { return Turn::Missing };
     match mode {
         Mode::Read => match ahead.iter().rev().find(|e| Mode::of(e) == Mode::Write) {
-            Some(w) => Turn::Behind(Watched::of(w)),
+            Some(w) => Turn::Behind(Watched::of(w, false)),
             None => Turn::Mine,
         },
         Mode::Write => match ahead.last() {
             None => Turn::Mine,
-            Some(p) if Mode::of(p) == Mode::Read => Turn::BehindReaders(Watched::of(me)),
-            Some(p) => Turn::Behind(Watched::of(p)),
+            Some(p) if Mode::of(p) == Mode::Read => Turn::BehindReaders(Watched::of(me, true)),
+            Some(p) => Turn::Behind(Watched::of(p, false)),
         },
     }
 }
@@ -98,7 +126,7 @@ pub(crate) fn turn(lock_key: &str, sid: &str, mode: Mode, entries: &[KvEntry]) -
 /// After a reader's place created at `left` left the line, listed in `entries`: the writer to wake,
 /// if it waited on its own place behind us and no reader stands before it any more.
 pub(crate) fn to_wake<'a>(lock_key: &str, left: u64, entries: &'a [KvEntry]) -> Option<&'a KvEntry> {
-    let all = queue::places(lock_key, entries);
+    let all = queue::places(&line(lock_key), entries);
     let next = all.iter().find(|e| e.create_index > left).filter(|e| Mode::of(e) == Mode::Write)?;
     let before = all.iter().rev().find(|e| e.create_index < left);
     match before {
@@ -145,7 +173,7 @@ pub(crate) struct Roles<'a> {
 }
 
 pub(crate) fn roles<'a>(lock_key: &str, key: Option<&KvEntry>, entries: &'a [KvEntry]) -> Roles<'a> {
-    let all = queue::places(lock_key, entries);
+    let all = queue::places(&line(lock_key), entries);
     let mut roles = Roles::default();
     let writer_holds = |p: &KvEntry| key.and_then(KvEntry::holder_session) == p.holder_session();
     let mut rest = all.into_iter().peekable();
@@ -167,7 +195,7 @@ mod tests {
 
     fn place(sid: &str, created: u64, mode: Mode) -> KvEntry {
         KvEntry {
-            key: format!("k/.consul-lock-queue/{sid}"),
+            key: format!("k/.consul-lock-rw/.consul-lock-queue/{sid}"),
             create_index: created,
             modify_index: created,
             session: Some(sid.into()),
@@ -180,21 +208,27 @@ mod tests {
     use Mode::{Read as R, Write as W};
 
     #[test]
+    fn a_line_of_its_own() {
+        assert_eq!(line_prefix("k"), "k/.consul-lock-rw/.consul-lock-queue/");
+        assert_eq!(line_prefix("dir/"), "dir/.consul-lock-rw/.consul-lock-queue/");
+    }
+
+    #[test]
     fn readers_wait_for_writers_only_writers_for_everyone() {
         let line = [place("w1", 1, W), place("r1", 2, R), place("r2", 3, R), place("w2", 4, W), place("r3", 5, R)];
         assert_eq!(turn("k", "w1", W, &line), Turn::Mine);
         // Both readers behind w1 wait on w1: its release wakes exactly them.
-        assert_eq!(turn("k", "r1", R, &line), Turn::Behind(Watched::of(&line[0])));
-        assert_eq!(turn("k", "r2", R, &line), Turn::Behind(Watched::of(&line[0])));
+        assert_eq!(turn("k", "r1", R, &line), Turn::Behind(Watched::of(&line[0], false)));
+        assert_eq!(turn("k", "r2", R, &line), Turn::Behind(Watched::of(&line[0], false)));
         // w2 is right behind readers: it waits on its own place.
-        assert_eq!(turn("k", "w2", W, &line), Turn::BehindReaders(Watched::of(&line[3])));
+        assert_eq!(turn("k", "w2", W, &line), Turn::BehindReaders(Watched::of(&line[3], true)));
         // A reader behind a waiting writer waits for that writer.
-        assert_eq!(turn("k", "r3", R, &line), Turn::Behind(Watched::of(&line[3])));
+        assert_eq!(turn("k", "r3", R, &line), Turn::Behind(Watched::of(&line[3], false)));
         assert_eq!(turn("k", "zz", R, &line), Turn::Missing);
         let readers = [place("r1", 2, R), place("r2", 3, R), place("r3", 9, R)];
         assert_eq!(turn("k", "r3", R, &readers), Turn::Mine, "readers share");
         let writers = [place("w1", 1, W), place("w2", 2, W)];
-        assert_eq!(turn("k", "w2", W, &writers), Turn::Behind(Watched::of(&writers[0])));
+        assert_eq!(turn("k", "w2", W, &writers), Turn::Behind(Watched::of(&writers[0], false)));
     }
 
     #[test]
@@ -214,11 +248,14 @@ mod tests {
     #[test]
     fn watched_ends_on_any_change() {
         let e = place("w1", 1, W);
-        let w = Watched::of(&e);
-        assert!(w.same(Some(&e)));
-        assert!(!w.same(None));
-        assert!(!w.same(Some(&KvEntry { modify_index: 7, ..e.clone() })), "a downgrade or a touch");
-        assert!(!w.same(Some(&KvEntry { create_index: 8, modify_index: 8, ..e.clone() })), "a new place");
+        let (theirs, own) = (Watched::of(&e, false), Watched::of(&e, true));
+        assert!(theirs.same(Some(&e)) && own.same(Some(&e)));
+        assert!(!theirs.same(None));
+        let touched = KvEntry { modify_index: 7, ..e.clone() };
+        assert!(theirs.same(Some(&touched)) && !own.same(Some(&touched)), "a touch wakes only the owner");
+        let downgraded = KvEntry { flags: R.flags(), ..touched };
+        assert!(!theirs.same(Some(&downgraded)), "a downgrade wakes those behind");
+        assert!(!theirs.same(Some(&KvEntry { create_index: 8, modify_index: 8, ..e.clone() })), "a new place");
     }
 
     #[test]

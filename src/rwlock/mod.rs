@@ -6,7 +6,7 @@
 //!
 //! # Keys
 //! For a lock on `KEY`:
-//! - `KEY/.consul-lock-queue/<session>`: one place in line per request, held by its session
+//! - `KEY/.consul-lock-rw/.consul-lock-queue/<session>`: one place in line per request, held by its session
 //!   (Behavior `delete`: a dead contender's place goes with its session), its `Flags`
 //!   [`RWLOCK_READ_FLAGS`](crate::RWLOCK_READ_FLAGS) for a reader and
 //!   [`RWLOCK_FLAGS`](crate::RWLOCK_FLAGS) for a writer, its value the holder info. The line is
