@@ -235,14 +235,15 @@ mod tests {
     fn only_the_last_reader_before_a_writer_wakes_it() {
         let w2 = place("w2", 4, W);
         // r1 left; r2 still reads before w2: nobody is woken.
-        assert_eq!(to_wake("k", 2, &[place("r2", 3, R), w2.clone()]), None);
+        let woken = |left, line: &[KvEntry]| to_wake("k", left, line).map(|e| e.create_index);
+        assert_eq!(woken(2, &[place("r2", 3, R), w2.clone()]), None);
         // r2 left last: w2 is woken.
         assert_eq!(to_wake("k", 3, &[w2.clone()]).map(|e| e.create_index), Some(4));
         // A waiting reader between a writer and w2 gave up: w2 must now wait on w1.
         assert_eq!(to_wake("k", 3, &[place("w1", 1, W), w2.clone()]).map(|e| e.create_index), Some(4));
         // Nobody behind, or a reader behind: nothing to wake.
-        assert_eq!(to_wake("k", 3, &[place("r4", 5, R)]), None);
-        assert_eq!(to_wake("k", 3, &[]), None);
+        assert_eq!(woken(3, &[place("r4", 5, R)]), None);
+        assert_eq!(woken(3, &[]), None);
     }
 
     #[test]
