@@ -48,3 +48,6 @@ cargo publish --dry-run --locked "${dirty[@]}"
 step "cargo test (unit, integration against real Consul, doc tests)"
 # Tests mostly wait on Consul (renewals, timeouts), not on the CPU: run many at once.
 cargo test --all-features --locked -- --test-threads "${TEST_THREADS:-16}"
+
+step "Python package (python/): wheel, stubtest, mypy, ruff, pytest against real Consul"
+bash scripts/test-python.sh
