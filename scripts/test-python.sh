@@ -44,11 +44,11 @@ python -m pip install -q --force-reinstall --no-deps "$wheels"/consul_lock_rs-*.
 step "stubtest (python/pysrc/consul_lock/_native.pyi against the extension)"
 (cd /tmp && python -m mypy.stubtest consul_lock._native)
 
-step "mypy --strict (package, tests, example)"
-(cd python && mypy --strict pysrc/consul_lock tests ../examples/python)
+step "mypy --strict (package, tests, example, bench)"
+(cd python && mypy --strict pysrc/consul_lock tests ../examples/python ../benches/python)
 
 step "ruff check and ruff format --check"
-(cd python && ruff check pysrc tests ../examples/python && ruff format --check pysrc tests ../examples/python)
+(cd python && ruff check pysrc tests ../examples/python ../benches/python && ruff format --check pysrc tests ../examples/python ../benches/python)
 
 step "pytest (real Consul dev agents)"
 # Tests run from outside the source tree, so `import consul_lock` is the installed wheel.
