@@ -64,6 +64,19 @@ def test_with_and_hold(agent: ConsulDev, client: Client, prefix: str) -> None:
         assert isinstance(err.value, TimeoutError)
         assert err.value.key == key
     assert agent.kv(key) is None
+    # Releasing through the guard is releasing the lock: the object is free again, in any thread.
+    assert lock.acquire(timeout=5)
+    guard = lock.guard
+    assert guard is not None
+    guard.release()
+    assert not lock.is_held
+    assert lock.guard is None
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    t.start()
+    t.join()
+    assert got == [True]
+    lock.release()
 
 
 def test_bad_input_is_refused_before_any_request(client: Client) -> None:

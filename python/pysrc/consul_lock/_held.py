@@ -145,9 +145,20 @@ class _AsyncBase(_Base):
 
 class Guard(_SyncBase):
     """A held lock: ``fencing_token`` to pass to what you protect, ``lost``, ``ensure_held()``,
-    ``wait_lost()``, ``release()``."""
+    ``wait_lost()``, ``release()`` (the same as releasing the :class:`Lock` that gave it)."""
 
-    __slots__ = ()
+    __slots__ = ("_owner",)
+
+    def __init__(self, held: _native.Held, owner: Any = None) -> None:
+        super().__init__(held)
+        self._owner = owner
+
+    def release(self) -> None:
+        owner = self._owner
+        if owner is not None and owner._guard is self:
+            owner.release()
+        else:
+            self._held.release()
 
     @property
     def fencing_token(self) -> int:
@@ -159,7 +170,18 @@ class Guard(_SyncBase):
 class AsyncGuard(_AsyncBase):
     """:class:`Guard` for asyncio."""
 
-    __slots__ = ()
+    __slots__ = ("_owner",)
+
+    def __init__(self, held: _native.Held, owner: Any = None) -> None:
+        super().__init__(held)
+        self._owner = owner
+
+    async def release(self) -> None:
+        owner = self._owner
+        if owner is not None and owner._guard is self:
+            await owner.release()
+        else:
+            await self._held.release_async()
 
     @property
     def fencing_token(self) -> int:

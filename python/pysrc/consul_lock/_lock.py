@@ -173,7 +173,7 @@ class Lock(_LockBase):
         if held is None:
             self._local.release()
             return False
-        self._guard = Guard(held)
+        self._guard = Guard(held, self)
         self._owner = threading.get_ident()
         return True
 
@@ -326,7 +326,7 @@ class AsyncLock(_LockBase):
         if held is None:
             self._local.release()
             return False
-        self._guard = AsyncGuard(held)
+        self._guard = AsyncGuard(held, self)
         return True
 
     async def release(self) -> None:
