@@ -66,9 +66,9 @@ def test_with_and_hold(agent: ConsulDev, client: Client, prefix: str) -> None:
     assert agent.kv(key) is None
     # Releasing through the guard is releasing the lock: the object is free again, in any thread.
     assert lock.acquire(timeout=5)
-    guard = lock.guard
-    assert guard is not None
-    guard.release()
+    current = lock.guard
+    assert current is not None
+    current.release()
     assert not lock.is_held
     assert lock.guard is None
     got: list[bool] = []
