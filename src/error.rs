@@ -40,7 +40,7 @@ pub enum Error {
     /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
     /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
     /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
-    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::flags::LOCK_FLAGS)]
+    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::consul::flags::LOCK_FLAGS)]
     Conflict {
         /// The key.
         key: String,

@@ -71,62 +71,43 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-// Layers, each importing only from the ones above it:
-//   error, key, mutex, retry, task, holder  — leaves
-//   client                                  — configuration and the one request choke point
-//   api                                     — the Consul endpoints, each answer classified
-//   watch                                   — the one blocking-query loop
-//   session, shared                         — Consul sessions; the public shared `Session`
-//   hold, queue, acquire                    — a held lock, the fair queue, the acquire procedure
-//   lock, guard                             — the public `EphemeralLock` and `LockGuard`
-//   slots, permit, admit, semaphore         — the semaphore: its coordination key, a held slot,
-//                                             the acquire procedure, the public `Semaphore`
-//   leadership, leader_watch, election      — leader election on a lock (`Election`)
-//   blocking, testing                       — the blocking mirror; test support
-mod acquire;
-mod admit;
-mod api;
+// The tree is the architecture; each folder's `mod.rs` says what it owns. Imports run one way,
+// downwards:
+//   blocking/, testing      — the blocking mirror; test support
+//   election/               — leader election, built on the lock
+//   lock/, semaphore/       — the primitives: public builder, acquire procedure, guard
+//   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
+//   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
+//   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
+//   error, holder, metrics, mutex, task — leaves
 pub mod blocking;
-mod client;
+mod consul;
 mod election;
 mod error;
-mod flags;
-mod guard;
-mod hold;
 mod holder;
-mod key;
-mod leader_watch;
-mod leadership;
 mod lock;
 mod metrics;
 mod mutex;
-mod permit;
-mod procedure;
-mod queue;
-mod retry;
+mod primitive;
 mod semaphore;
 mod session;
-mod shared;
-mod slots;
 mod task;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
-mod watch;
 
-pub use api::SessionInfo;
-pub use client::{Client, ClientBuilder};
-pub use election::Election;
+pub use consul::client::{Client, ClientBuilder};
+pub use consul::endpoints::SessionInfo;
+pub use consul::flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
+pub use consul::key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use election::builder::Election;
+pub use election::leader_watch::{Leader, LeaderWatch};
+pub use election::leadership::Leadership;
 pub use error::{Error, Result, TransportError};
-pub use flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
-pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo};
-pub use key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
-pub use leader_watch::Leader;
-pub use leader_watch::LeaderWatch;
-pub use leadership::Leadership;
-pub use lock::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
-pub use permit::SemaphorePermit;
-pub use semaphore::{Semaphore, SemaphoreState};
-pub use session::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
-pub use shared::Session;
+pub use lock::builder::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use lock::guard::LockGuard;
+pub use semaphore::builder::{Semaphore, SemaphoreState};
+pub use semaphore::permit::SemaphorePermit;
+pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
+pub use session::shared::Session;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
+use crate::consul::client::Client;
 
 const START_TIMEOUT: Duration = Duration::from_secs(45);
 

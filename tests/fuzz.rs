@@ -17,7 +17,7 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// The documented key rules (src/key.rs; README, "Keys and values"), written independently of the library.
+/// The documented key rules (src/consul/key.rs; README, "Keys and values"), written independently of the library.
 fn key_is_valid(key: &str) -> bool {
     if key.is_empty() || key.starts_with('/') || key.chars().any(char::is_control) {
         return false;

@@ -1,4 +1,4 @@
-//! Semaphore against a real `consul agent -dev`: the key layout (src/slots.rs), limits, tokens,
+//! Semaphore against a real `consul agent -dev`: the key layout (src/semaphore/slots.rs), limits, tokens,
 //! loss, cancellation, validation, and conflicts with plain locks.
 
 #![cfg(feature = "test-util")]

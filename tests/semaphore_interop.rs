@@ -1,6 +1,6 @@
 //! Our semaphore and HashiCorp's on one prefix: `consul lock -n 2` processes (Go's `api.Semaphore`),
 //! `consul-lock run --limit 2` processes and library permits share the slots; each side prunes the
-//! other's dead holders; a limit mismatch is a clear error on ours. Layout: src/slots.rs.
+//! other's dead holders; a limit mismatch is a clear error on ours. Layout: src/semaphore/slots.rs.
 
 #![cfg(all(feature = "test-util", feature = "cli"))]
 

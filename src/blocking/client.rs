@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::runtime::Runtime;
-use crate::api::SessionInfo;
+use crate::consul::endpoints::SessionInfo;
 use crate::error::Result;
 use crate::holder::Holder;
 

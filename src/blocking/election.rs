@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::client::Client;
 use super::lock::{hold_lost, wait_lost};
 use super::runtime::Runtime;
+use crate::election::leader_watch::Leader;
 use crate::error::{Error, Result};
-use crate::leader_watch::Leader;
 
 /// Blocking [`crate::Election`]: the same settings and guarantees.
 ///
@@ -174,7 +174,7 @@ impl Leadership {
     /// As [`crate::Leadership::proclaim`].
     pub fn proclaim(&self, value: Vec<u8>) -> Result<()> {
         let hold = self.inner.guard().hold.clone();
-        self.rt.block_on(crate::leadership::proclaim(hold, value))?
+        self.rt.block_on(crate::election::leadership::proclaim(hold, value))?
     }
 
     /// Step down (see [`crate::Leadership::resign`]).

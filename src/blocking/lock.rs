@@ -58,7 +58,7 @@ where
 }
 
 /// The loss of `hold`, as a future that owns it.
-pub(super) async fn hold_lost(hold: Arc<crate::hold::Hold>) {
+pub(super) async fn hold_lost(hold: Arc<crate::primitive::hold::Hold>) {
     hold.wait_lost().await
 }
 

@@ -8,7 +8,7 @@ use super::client::Client;
 use super::lock::wait_lost;
 use super::runtime::Runtime;
 use crate::error::{Error, Result};
-use crate::permit::Permit;
+use crate::semaphore::permit::Permit;
 
 /// Blocking [`crate::Semaphore`]: the same builder and guarantees, with plain methods.
 ///

@@ -9,10 +9,10 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::client::{Client, Reply};
+use crate::consul::client::{Client, Reply};
+use crate::consul::key;
 use crate::error::{classify, Error, Result, Said};
 use crate::holder::{Holder, KvEntry};
-use crate::key;
 
 /// What `PUT /v1/session/create` is sent.
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expe
         Expect::Absent => TxnOp::kv("check-not-exists", key, None, None),
         Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
     };
-    txn_body(&[guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::flags::LOCK_FLAGS)])
+    txn_body(&[guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)])
 }
 
 /// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
@@ -266,7 +266,7 @@ fn session_path(id: &str) -> Result<String> {
         return Err(Error::InvalidConfig(format!("invalid session ID {id:?}")));
     }
     let mut out = String::with_capacity(id.len());
-    crate::key::encode_component(id, &mut out);
+    crate::consul::key::encode_component(id, &mut out);
     Ok(out)
 }
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::api::SessionSpec;
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::SessionSpec;
 use crate::error::Result;
-use crate::session::{self, SessionCore, DEFAULT_LOCK_DELAY};
+use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY};
 
 /// One Consul session shared by many locks: renewed once for all of them, so a lock cycle costs only
 /// the acquire and the owner-checked delete (2 writes instead of 4).
@@ -84,7 +84,7 @@ impl Session {
     /// ```
     pub async fn with_lock_delay(client: Client, ttl: Duration, lock_delay: Duration) -> Result<Session> {
         let spec = SessionSpec { name: "consul-lock shared".into(), ttl, lock_delay, node_checks: false };
-        session::validate_spec(&spec)?;
+        lifecycle::validate_spec(&spec)?;
         // Own the request's outcome in a task so that a dropped future cannot leak the session.
         let task = tokio::spawn(async move {
             let deadline = Instant::now() + client.request_timeout();

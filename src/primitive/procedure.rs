@@ -1,7 +1,7 @@
 //! What every acquire procedure (a lock's, a semaphore slot's) shares: its deadline, the caller's
 //! channel (a caller that goes away stops the procedure at its next wait, never mid-write), the
 //! in-process claim on a shared session, a live session, and what to do when Consul refuses it.
-//! The procedures themselves (`acquire.rs`, `admit.rs`) keep only their own protocol's steps.
+//! The procedures themselves (`lock/acquire.rs`, `semaphore/admit.rs`) keep only their own protocol's steps.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::api::SessionSpec;
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::SessionSpec;
+use crate::consul::retry::Backoff;
 use crate::error::Error;
 use crate::metrics::Loss;
-use crate::retry::Backoff;
-use crate::session::{Claim, SessionCore};
+use crate::session::lifecycle::{Claim, SessionCore};
 use crate::task::{Step, Stop};
 
 /// Give up after this many fresh sessions in a row are refused as invalid at their first attempt.

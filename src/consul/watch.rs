@@ -18,12 +18,12 @@ use std::time::Duration;
 use reqwest::Method;
 use tokio::time::Instant;
 
-use crate::api::{self, SessionEntry};
-use crate::client::{Client, Reply};
+use crate::consul::client::{Client, Reply};
+use crate::consul::endpoints::{self, SessionEntry};
+use crate::consul::key;
+use crate::consul::retry::Backoff;
 use crate::error::{Error, Result};
 use crate::holder::KvEntry;
-use crate::key;
-use crate::retry::Backoff;
 
 /// Longest single blocking query (as Go's client): bounds how long an abandoned query keeps an agent
 /// connection busy.
@@ -89,14 +89,14 @@ pub(crate) struct Watch<T> {
 impl Watch<Option<KvEntry>> {
     /// Watch one key: `None` while it does not exist.
     pub(crate) fn key(client: &Client, key: &str) -> Self {
-        Self::new(client, format!("kv/{}", key::encode_path(key)), false, api::decode_kv_entry)
+        Self::new(client, format!("kv/{}", key::encode_path(key)), false, endpoints::decode_kv_entry)
     }
 }
 
 impl Watch<Vec<KvEntry>> {
     /// Watch every key under `prefix` (a `?recurse` query).
     pub(crate) fn prefix(client: &Client, prefix: &str) -> Self {
-        Self::new(client, format!("kv/{}", key::encode_path(prefix)), true, api::decode_kv_entries)
+        Self::new(client, format!("kv/{}", key::encode_path(prefix)), true, endpoints::decode_kv_entries)
     }
 }
 
@@ -105,7 +105,7 @@ impl Watch<Vec<SessionEntry>> {
     pub(crate) fn session(client: &Client, id: &str) -> Self {
         let mut path = String::from("session/info/");
         key::encode_component(id, &mut path);
-        Self::new(client, path, false, api::decode_sessions)
+        Self::new(client, path, false, endpoints::decode_sessions)
     }
 }
 

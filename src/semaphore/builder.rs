@@ -7,17 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admit::{self, Plan};
-use crate::api::SessionSpec;
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::SessionSpec;
+use crate::consul::key::{self, MAX_VALUE_BYTES};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
-use crate::key::{self, MAX_VALUE_BYTES};
-use crate::lock::DEFAULT_ACQUIRE_TIMEOUT;
-use crate::permit::{Permit, SemaphorePermit};
-use crate::session::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
-use crate::shared::Session;
-use crate::slots::{self, Layout, MAX_LIMIT};
+use crate::lock::builder::DEFAULT_ACQUIRE_TIMEOUT;
+use crate::semaphore::admit::{self, Plan};
+use crate::semaphore::permit::{Permit, SemaphorePermit};
+use crate::semaphore::slots::{self, Layout, MAX_LIMIT};
+use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
+use crate::session::shared::Session;
 
 /// A counting semaphore on a Consul KV prefix: at most `limit` holders at once, each through its
 /// own Consul session (see the README, "Semaphore", for the key layout).
@@ -284,7 +284,7 @@ impl Semaphore {
         }
         let name = self.session_name.clone().unwrap_or_else(|| format!("consul-lock semaphore: {}", self.prefix));
         let spec = SessionSpec { name, ttl: self.ttl, lock_delay: self.lock_delay, node_checks: false };
-        session::validate_spec(&spec)?;
+        lifecycle::validate_spec(&spec)?;
         let value_len = self.value.as_ref().map_or(0, Vec::len);
         if value_len > MAX_VALUE_BYTES / 2 {
             return Err(Error::InvalidConfig(format!(

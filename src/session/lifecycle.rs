@@ -16,13 +16,13 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::api::{Renewed, SessionSpec};
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::{Renewed, SessionSpec};
+use crate::consul::retry::{self, Backoff};
+use crate::consul::watch::Watch;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Loss};
 use crate::mutex::lock;
-use crate::retry::{self, Backoff};
-use crate::watch::Watch;
 
 /// Default session TTL: 15 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);

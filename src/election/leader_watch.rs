@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::key;
+use crate::consul::watch::Watch;
 use crate::error::{Error, Result};
 use crate::holder::KvEntry;
-use crate::key;
-use crate::watch::Watch;
 
 /// How long requests may fail in a row before [`LeaderWatch::next`] returns the error.
 const ERROR_AFTER: Duration = Duration::from_secs(1);

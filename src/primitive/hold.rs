@@ -11,14 +11,14 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::api::Released;
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::Released;
+use crate::consul::retry;
+use crate::consul::watch::Watch;
 use crate::error::Result;
 use crate::metrics::{self, Loss};
 use crate::mutex::lock;
-use crate::retry;
-use crate::session::{Claim, SessionCore};
-use crate::watch::Watch;
+use crate::session::lifecycle::{Claim, SessionCore};
 
 /// Delete `key` (and `also`, a queue entry) only if `session` holds it, retried for one request
 /// timeout. Never touches a key another session holds.
@@ -32,7 +32,7 @@ pub(crate) async fn delete_if_ours(client: &Client, key: &str, session: &str, al
 /// them instead of overtaking them.
 async fn release_key(client: &Client, key: &str, session: &str, also: Option<&str>) -> Result<Released> {
     let deadline = Instant::now() + client.request_timeout();
-    let queue = crate::key::queue_prefix(key);
+    let queue = crate::consul::key::queue_prefix(key);
     let released = retry::until(deadline, || client.txn_release(key, session, also, Some(&queue))).await?;
     if let Released::Deleted { waiting } = released {
         client.note_waiters(key, waiting);

@@ -12,17 +12,17 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::api::{self, Expect, LockAttempt, SessionSpec};
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::{self, Expect, LockAttempt, SessionSpec};
+use crate::consul::watch::Watch;
 use crate::error::{Error, Result};
-use crate::hold::Hold;
 use crate::holder::{HolderInfo, KvEntry};
 use crate::metrics;
-use crate::procedure::Procedure;
-use crate::queue::{self, Waited};
-use crate::session::SessionCore;
+use crate::primitive::hold::Hold;
+use crate::primitive::procedure::Procedure;
+use crate::primitive::queue::{self, Waited};
+use crate::session::lifecycle::SessionCore;
 use crate::task::{Step, Stop};
-use crate::watch::Watch;
 
 /// Everything an acquire needs, validated before any request.
 pub(crate) struct Plan {
@@ -210,8 +210,8 @@ impl Acquire {
     async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
-        let body = api::lock_txn_body(&plan.key, &value, &s.id, self.expect);
-        Ok(crate::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone())).await?)
+        let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone())).await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {
@@ -236,7 +236,7 @@ impl Acquire {
     /// One read of the key (retried like a write: at least once, never past the deadline).
     async fn read_key(&self) -> Result<Option<KvEntry>> {
         let (client, key) = (&self.plan.client, &self.plan.key);
-        crate::retry::until(self.core.retry_until(), || client.kv_get(key)).await
+        crate::consul::retry::until(self.core.retry_until(), || client.kv_get(key)).await
     }
 
     /// Decide from a read of the key: `Ok(true)` held by another session (recorded for the error at
@@ -247,7 +247,7 @@ impl Acquire {
             self.expect = Expect::Absent;
             return Ok(false);
         };
-        if !crate::flags::lockable(e.flags) {
+        if !crate::consul::flags::lockable(e.flags) {
             return Err(Error::Conflict { key: self.plan.key.clone(), flags: e.flags }.into());
         }
         if e.holder_session().is_none_or(|h| h == ours) {

@@ -14,7 +14,7 @@ use crate::mutex::lock;
 
 /// How many keys [`Client::note_waiters`] remembers at most.
 const MAX_BUSY_KEYS: usize = 4096;
-use crate::key;
+use crate::consul::key;
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

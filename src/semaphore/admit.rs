@@ -16,19 +16,19 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::api::{Admission, SemaphoreWrite, SessionSpec};
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::{Admission, SemaphoreWrite, SessionSpec};
+use crate::consul::flags::SEMAPHORE_FLAGS;
+use crate::consul::retry;
+use crate::consul::watch::Watch;
 use crate::error::{Error, Result};
-use crate::flags::SEMAPHORE_FLAGS;
 use crate::holder::{HolderInfo, KvEntry};
-use crate::permit::Permit;
-use crate::procedure::Procedure;
-use crate::queue::{self, Place, Waited};
-use crate::retry;
-use crate::session::SessionCore;
-use crate::slots::{Layout, View};
+use crate::primitive::procedure::Procedure;
+use crate::primitive::queue::{self, Place, Waited};
+use crate::semaphore::permit::Permit;
+use crate::semaphore::slots::{Layout, View};
+use crate::session::lifecycle::SessionCore;
 use crate::task::{Step, Stop};
-use crate::watch::Watch;
 
 /// Everything a semaphore acquire needs, validated before any request.
 pub(crate) struct Plan {

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::consul::retry;
 use crate::error::{Error, Result};
-use crate::guard::LockGuard;
-use crate::hold::Hold;
+use crate::lock::guard::LockGuard;
 use crate::metrics::Loss;
-use crate::retry;
+use crate::primitive::hold::Hold;
 
 /// The flags a proclaim keeps on the key: the ones the lock wrote when it acquired.
-const KEY_FLAGS: u64 = crate::flags::LOCK_FLAGS;
+const KEY_FLAGS: u64 = crate::consul::flags::LOCK_FLAGS;
 
 /// Set `value` on the key of `hold` while it is still held (see [`Leadership::proclaim`]).
 pub(crate) async fn proclaim(hold: Arc<Hold>, value: Vec<u8>) -> Result<()> {

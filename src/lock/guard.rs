@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::hold::Hold;
+use crate::primitive::hold::Hold;
 
 /// A held lock, returned by [`EphemeralLock::hold`](crate::EphemeralLock::hold).
 ///

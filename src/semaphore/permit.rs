@@ -10,17 +10,17 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::api::{Left, SemaphoreWrite};
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::{Left, SemaphoreWrite};
+use crate::consul::flags::SEMAPHORE_FLAGS;
+use crate::consul::retry;
+use crate::consul::watch::Watch;
 use crate::error::Result;
-use crate::flags::SEMAPHORE_FLAGS;
-use crate::hold::delete_if_ours;
 use crate::holder::KvEntry;
 use crate::mutex::lock;
-use crate::retry;
-use crate::session::{Claim, SessionCore};
-use crate::slots::{Layout, Slots};
-use crate::watch::Watch;
+use crate::primitive::hold::delete_if_ours;
+use crate::semaphore::slots::{Layout, Slots};
+use crate::session::lifecycle::{Claim, SessionCore};
 
 /// Rounds of read + check-and-set a leave tries before giving up (each round lost a race).
 const MAX_LEAVE_ROUNDS: u32 = 32;

@@ -15,16 +15,16 @@
 
 use tokio::time::Instant;
 
-use crate::api::Enqueued;
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::Enqueued;
+use crate::consul::retry;
+use crate::consul::watch::Watch;
 use crate::error::Result;
-use crate::hold::delete_if_ours;
 use crate::holder::KvEntry;
-use crate::retry;
-use crate::watch::Watch;
+use crate::primitive::hold::delete_if_ours;
 
 /// The prefix under which the waiters of `key` queue.
-pub(crate) use crate::key::queue_prefix as prefix;
+pub(crate) use crate::consul::key::queue_prefix as prefix;
 
 /// What to do before the next lock attempt.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::consul::flags::SEMAPHORE_FLAGS;
 use crate::error::{Error, Result};
-use crate::flags::SEMAPHORE_FLAGS;
 use crate::holder::KvEntry;
 
 /// The coordination key's name under the prefix (Go's `DefaultSemaphoreKey`).

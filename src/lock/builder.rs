@@ -5,16 +5,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::acquire::{self, Plan};
-use crate::api::{self, SessionSpec};
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::endpoints::{self, SessionSpec};
+use crate::consul::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 use crate::error::{Error, Result};
-use crate::guard::LockGuard;
-use crate::hold::Hold;
 use crate::holder::HolderInfo;
-use crate::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
-use crate::session::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
-use crate::shared::Session;
+use crate::lock::acquire::{self, Plan};
+use crate::lock::guard::LockGuard;
+use crate::primitive::hold::Hold;
+use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
+use crate::session::shared::Session;
 
 /// Default time `hold`/`acquire` wait for a held key: 500 ms.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -375,7 +375,7 @@ impl EphemeralLock {
             lock_delay: self.lock_delay,
             node_checks: self.node_checks,
         };
-        session::validate_spec(&spec)?;
+        lifecycle::validate_spec(&spec)?;
         let value_len = match &self.value {
             Some(v) => v.len(),
             None => HolderInfo::current(Some(&spec.name)).to_json().len(),
@@ -385,8 +385,8 @@ impl EphemeralLock {
                 "value is {value_len} bytes; Consul stores at most {MAX_VALUE_BYTES} bytes in a key"
             )));
         }
-        let expect = api::Expect::Unchanged(u64::MAX); // the longer of the two guards
-        let body_len = api::lock_txn_body(&self.key, &vec![0; value_len], SESSION_ID_SHAPE, expect).len();
+        let expect = endpoints::Expect::Unchanged(u64::MAX); // the longer of the two guards
+        let body_len = endpoints::lock_txn_body(&self.key, &vec![0; value_len], SESSION_ID_SHAPE, expect).len();
         if body_len > MAX_TXN_BODY_BYTES {
             return Err(Error::InvalidConfig(format!(
                 "value is {value_len} bytes: base64-encoded in the lock transaction it needs {body_len} bytes, \

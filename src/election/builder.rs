@@ -6,13 +6,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::consul::client::Client;
+use crate::consul::key;
+use crate::election::leader_watch::{Leader, LeaderWatch};
+use crate::election::leadership::Leadership;
 use crate::error::Result;
-use crate::key;
-use crate::leader_watch::{Leader, LeaderWatch};
-use crate::leadership::Leadership;
-use crate::lock::EphemeralLock;
-use crate::shared::Session;
+use crate::lock::builder::EphemeralLock;
+use crate::session::shared::Session;
 
 /// Leader election on one key: candidates [`campaign`](Election::campaign) with a value (say, their
 /// address); one at a time leads, the others wait in line; anyone can read the
