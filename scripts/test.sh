@@ -65,6 +65,9 @@ step "cargo test (unit, integration against real Consul, doc tests)"
 # Tests mostly wait on Consul (renewals, timeouts), not on the CPU: run many at once.
 cargo test --all-features --locked -- --test-threads "${TEST_THREADS:-16}"
 
+step "Python package (python/): wheel, stubtest, mypy, ruff, pytest against real Consul"
+bash scripts/test-python.sh
+
 step "no Consul process left behind"
 # An agent's watchdog stops it within about 2 s of its test process's end: wait up to 10 s.
 left=""
