@@ -39,9 +39,11 @@ pub enum Error {
 
     /// The key belongs to another kind of primitive: for a lock, its `Flags` are neither 0 nor a
     /// lock's ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's or a read-write lock's key, say;
-    /// for a read-write lock, neither 0 nor [`RWLOCK_FLAGS`](crate::RWLOCK_FLAGS). The counterpart
+    /// for a read-write lock, anything but [`RWLOCK_FLAGS`](crate::RWLOCK_FLAGS). The counterpart
     /// of Go's `api.ErrLockConflict`. Never retried: nothing of the key was touched.
-    #[error("key {key:?} belongs to another kind of primitive (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}, a read-write lock's {rw:#x}): is it a semaphore, a lock or another primitive's key?", lock = crate::consul::flags::LOCK_FLAGS, rw = crate::consul::flags::RWLOCK_FLAGS)]
+    // The values are LOCK_FLAGS and RWLOCK_FLAGS, written out so that this leaf imports nothing
+    // from the Consul layer (a test in `consul/flags.rs` keeps them equal).
+    #[error("key {key:?} belongs to another kind of primitive (its Flags are {flags:#x}; a lock's are 0 or 0x2ddccbc058a50c18, a read-write lock's 0x4b1d57a7e5c09e3a): is it a semaphore, a lock or another primitive's key?")]
     Conflict {
         /// The key.
         key: String,
@@ -196,6 +198,12 @@ impl Error {
             source: Some(Box::new(err.without_url())),
             timeout,
         }))
+    }
+
+    /// `NotAcquired` with nothing known of the wait: what a `hold` reports if its procedure ever
+    /// answered "not taken" despite failing hard (a typed error rather than a panic).
+    pub(crate) fn not_acquired(key: &str) -> Self {
+        Error::NotAcquired { key: key.to_owned(), waited: Duration::ZERO, holder: None }
     }
 
     pub(crate) fn decode(address: &str, message: impl Into<String>) -> Self {

@@ -32,6 +32,7 @@
 
 mod client;
 mod election;
+mod handle;
 mod lock;
 mod runtime;
 mod semaphore;

@@ -38,4 +38,11 @@ mod tests {
         assert!(!lockable(SEMAPHORE_FLAGS) && !lockable(1));
         assert!(!lockable(RWLOCK_FLAGS) && !lockable(RWLOCK_READ_FLAGS) && RWLOCK_READ_FLAGS != RWLOCK_FLAGS);
     }
+
+    #[test]
+    fn the_conflict_message_names_the_lock_flags() {
+        let e = crate::Error::Conflict { key: "k".into(), flags: 1 };
+        assert!(e.to_string().contains(&format!("a lock's are 0 or {LOCK_FLAGS:#x}")), "{e}");
+        assert!(e.to_string().contains(&format!("a read-write lock's {RWLOCK_FLAGS:#x}")), "{e}");
+    }
 }

@@ -1,8 +1,11 @@
 //! What every primitive (lock, semaphore, election) is built of, on top of sessions: the
-//! [`procedure`] that every acquire shares (deadline, caller channel, in-process claim, a live
-//! session), the wait [`queue`] of a key, and a [`hold`] — one held key, its fencing token, loss and
-//! release. The primitives' own folders keep only their own protocol.
+//! [`settings`] every builder takes, the [`procedure`] that every acquire shares (deadline, caller
+//! channel, in-process claim, a live session), the wait [`queue`] of a key, a [`hold`] — one held
+//! key, its fencing token, loss and release — and the [`holding`] steps of a builder that holds.
+//! The primitives' own folders keep only their own protocol.
 
 pub(crate) mod hold;
+pub(crate) mod holding;
 pub(crate) mod procedure;
 pub(crate) mod queue;
+pub(crate) mod settings;

@@ -2,22 +2,21 @@
 //! forms); [`Session::rw_lock`]; [`Client::rw_lock`] (who holds and who waits). The procedure is in
 //! `acquire`, the guards in `guard`, the rules read from the keys in `layout`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::consul::client::Client;
-use crate::consul::endpoints::{Expect, SessionSpec};
+use crate::consul::endpoints::Expect;
 use crate::consul::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 use crate::consul::rwlock_txn::take_body;
 use crate::error::{Error, Result};
 use crate::holder::{Holder, HolderInfo, KvEntry};
-use crate::lock::builder::DEFAULT_ACQUIRE_TIMEOUT;
+use crate::primitive::settings::Settings;
 use crate::rwlock::acquire::{self, Held, Plan};
 use crate::rwlock::guard::{ReadGuard, WriteGuard};
 use crate::rwlock::layout::{self, KeyState, Mode};
-use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
 use crate::session::shared::Session;
 
 /// A stand-in session ID of the real length, to size a transaction before we have one.
@@ -55,17 +54,10 @@ const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 #[derive(Debug)]
 pub struct RwLock {
     key: String,
-    client: Option<Client>,
+    settings: Settings,
+    /// The client from the environment, built at the first call when none was set.
     from_env: OnceLock<Client>,
-    ttl: Duration,
-    acquire_timeout: Duration,
-    lock_delay: Duration,
     max_hold: Option<Duration>,
-    value: Option<Vec<u8>>,
-    session_name: Option<String>,
-    node_checks: bool,
-    shared: Option<Arc<SessionCore>>,
-    session_setting_on_shared: Option<&'static str>,
 }
 
 impl RwLock {
@@ -74,47 +66,27 @@ impl RwLock {
     /// value. Never fails: invalid settings are [`Error::InvalidConfig`] at the first call, before
     /// any request.
     pub fn new(key: impl Into<String>) -> Self {
-        RwLock {
-            key: key.into(),
-            client: None,
-            from_env: OnceLock::new(),
-            ttl: DEFAULT_TTL,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            lock_delay: DEFAULT_LOCK_DELAY,
-            max_hold: None,
-            value: None,
-            session_name: None,
-            node_checks: false,
-            shared: None,
-            session_setting_on_shared: None,
-        }
-    }
-
-    fn session_setting(mut self, name: &'static str) -> Self {
-        if self.shared.is_some() && self.session_setting_on_shared.is_none() {
-            self.session_setting_on_shared = Some(name);
-        }
-        self
+        RwLock { key: key.into(), settings: Settings::default(), from_env: OnceLock::new(), max_hold: None }
     }
 
     /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.settings.set_client(client);
         self
     }
 
     /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
     /// Default 15 s.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self.session_setting("ttl")
+        self.settings.set_ttl(ttl);
+        self
     }
 
     /// How long `read`/`write` wait for their turn. `Duration::MAX` waits forever. Default 500 ms.
     /// [`try_read`](Self::try_read) and [`try_write`](Self::try_write) make one attempt whatever
     /// this is.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
+        self.settings.acquire_timeout = timeout;
         self
     }
 
@@ -122,8 +94,8 @@ impl RwLock {
     /// holds, nobody (reader or writer) takes the lock for this long. A reader's death imposes
     /// none (a reader holds no key others take). Default 15 s.
     pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self.session_setting("lock_delay")
+        self.settings.set_lock_delay(delay);
+        self
     }
 
     /// Hold for at most this long: at that time the library releases and the guard reports lost.
@@ -136,20 +108,20 @@ impl RwLock {
     /// The value of our place in line, and of the key while we write (≤ ~383 KiB: it travels
     /// base64-encoded in a transaction, see [`MAX_TXN_BODY_BYTES`]). Default: JSON [`HolderInfo`].
     pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.value = Some(value);
+        self.settings.value = Some(value);
         self
     }
 
     /// The session's name. Default `consul-lock rwlock: <key>`.
     pub fn session_name(mut self, name: String) -> Self {
-        self.session_name = Some(name);
-        self.session_setting("session_name")
+        self.settings.set_session_name(name);
+        self
     }
 
     /// Tie the session to the agent node's health as well as its TTL. Default `false`.
     pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.node_checks = yes;
-        self.session_setting("node_health_checks")
+        self.settings.set_node_checks(yes);
+        self
     }
 
     /// The lock's key.
@@ -276,7 +248,7 @@ impl RwLock {
     }
 
     fn client_now(&self) -> Result<Client> {
-        if let Some(c) = &self.client {
+        if let Some(c) = self.settings.chosen_client() {
             return Ok(c.clone());
         }
         if let Some(c) = self.from_env.get() {
@@ -289,27 +261,21 @@ impl RwLock {
     /// Validate everything before any request.
     fn plan(&self, mode: Mode, timeout: Option<Duration>) -> Result<Plan> {
         validate(&self.key)?;
-        if let Some(setting) = self.session_setting_on_shared {
-            return Err(Error::InvalidConfig(format!(
-                "`{setting}` belongs to the shared Session this read-write lock is bound to; set it on the Session"
-            )));
-        }
+        let spec = self.settings.session_spec("read-write lock", format!("consul-lock rwlock: {}", self.key))?;
         if self.max_hold.is_some_and(|d| d.is_zero()) {
             return Err(Error::InvalidConfig("max_hold must be greater than zero".into()));
         }
-        let name = self.session_name.clone().unwrap_or_else(|| format!("consul-lock rwlock: {}", self.key));
-        let spec = SessionSpec { name, ttl: self.ttl, lock_delay: self.lock_delay, node_checks: self.node_checks };
-        lifecycle::validate_spec(&spec)?;
-        check_value(&self.key, self.value.as_deref(), &spec.name)?;
+        let value = self.settings.value.clone();
+        check_value(&self.key, value.as_deref(), &spec.name)?;
         Ok(Plan {
             client: self.client_now()?,
             key: self.key.clone(),
             mode,
-            value: self.value.clone(),
+            value,
             spec,
-            acquire_timeout: timeout.unwrap_or(self.acquire_timeout),
+            acquire_timeout: timeout.unwrap_or(self.settings.acquire_timeout),
             max_hold: self.max_hold,
-            shared: self.shared.clone(),
+            shared: self.settings.shared(),
         })
     }
 }
@@ -419,9 +385,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn rw_lock(&self, key: impl Into<String>) -> RwLock {
-        let mut lock = RwLock::new(key).client(self.core.client.clone());
-        lock.shared = Some(self.core.clone());
-        lock
+        RwLock { settings: Settings::bound(&self.core), ..RwLock::new(key) }
     }
 }
 
