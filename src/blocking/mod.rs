@@ -7,8 +7,9 @@
 //! `main` still frees its key.
 //!
 //! The names match the async API one to one: [`Client`] / [`ClientBuilder`], [`Session`],
-//! [`EphemeralLock`], [`LockGuard`], [`Semaphore`], [`SemaphorePermit`], [`Election`], [`Leadership`],
-//! [`LeaderWatch`]. The differences, each because a thread cannot await:
+//! [`EphemeralLock`], [`LockGuard`], [`Semaphore`], [`SemaphorePermit`], [`RwLock`], [`ReadGuard`],
+//! [`WriteGuard`], [`Election`], [`Leadership`], [`LeaderWatch`]. The differences, each because a
+//! thread cannot await:
 //! - `lost()` blocks until the lock (or session) is known lost; `lost_timeout(d)` gives up after
 //!   `d` and says whether it was lost;
 //! - [`EphemeralLock::run`] takes a closure and cannot interrupt it when the lock is lost (a
@@ -35,11 +36,13 @@ mod election;
 mod handle;
 mod lock;
 mod runtime;
+mod rwlock;
 mod semaphore;
 mod session;
 
 pub use client::{Client, ClientBuilder};
 pub use election::{Election, LeaderWatch, Leadership};
 pub use lock::{EphemeralLock, LockGuard};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::Session;
