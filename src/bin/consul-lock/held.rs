@@ -1,13 +1,16 @@
-//! What `run` holds while the command runs: a lock (`run KEY`) or a semaphore slot
-//! (`run --limit N PREFIX`), behind one interface for the command runner.
+//! What `run` holds while the command runs: a lock (`run KEY`), a semaphore slot
+//! (`run --limit N PREFIX`) or a read-write lock (`run --shared|--exclusive KEY`), behind one
+//! interface for the command runner.
 
-use consul_lock::{LockGuard, SemaphorePermit};
+use consul_lock::{LockGuard, ReadGuard, SemaphorePermit, WriteGuard};
 
-/// A held lock or semaphore slot.
+/// A held lock, semaphore slot, or read-write lock.
 #[derive(Debug)]
 pub(crate) enum Held {
     Lock(LockGuard),
     Slot(SemaphorePermit),
+    Read(ReadGuard),
+    Write(WriteGuard),
 }
 
 impl Held {
@@ -16,6 +19,8 @@ impl Held {
         match self {
             Held::Lock(g) => g.key(),
             Held::Slot(p) => p.key(),
+            Held::Read(g) => g.key(),
+            Held::Write(g) => g.key(),
         }
     }
 
@@ -23,14 +28,18 @@ impl Held {
         match self {
             Held::Lock(g) => g.session_id(),
             Held::Slot(p) => p.session_id(),
+            Held::Read(g) => g.session_id(),
+            Held::Write(g) => g.session_id(),
         }
     }
 
-    /// The fencing token (a lock) or the admission token (a slot).
+    /// The fencing token (a lock, a writer), the admission token (a slot), or a reader's arrival.
     pub(crate) fn token(&self) -> u64 {
         match self {
             Held::Lock(g) => g.fencing_token(),
             Held::Slot(p) => p.token(),
+            Held::Read(g) => g.arrival(),
+            Held::Write(g) => g.fencing_token(),
         }
     }
 
@@ -38,6 +47,8 @@ impl Held {
         match self {
             Held::Lock(g) => g.is_held(),
             Held::Slot(p) => p.is_held(),
+            Held::Read(g) => g.is_held(),
+            Held::Write(g) => g.is_held(),
         }
     }
 
@@ -45,6 +56,8 @@ impl Held {
         match self {
             Held::Lock(g) => g.lost().await,
             Held::Slot(p) => p.lost().await,
+            Held::Read(g) => g.lost().await,
+            Held::Write(g) => g.lost().await,
         }
     }
 
@@ -52,6 +65,8 @@ impl Held {
         match self {
             Held::Lock(g) => g.release().await,
             Held::Slot(p) => p.release().await,
+            Held::Read(g) => g.release().await,
+            Held::Write(g) => g.release().await,
         }
     }
 }
