@@ -54,7 +54,7 @@ async fn readers_share_a_writer_is_alone_and_the_one_shot_forms_never_wait() {
     let (r1, r2) = (lock.read().await.unwrap(), lock.read().await.unwrap());
     assert!(r1.is_held() && r2.is_held() && r1.arrival() < r2.arrival());
     assert!(lock.try_write().await.unwrap().is_none(), "readers hold");
-    assert!(lock.try_read().await.unwrap().map(|g| drop(g)).is_some(), "readers share");
+    assert!(lock.try_read().await.unwrap().map(drop).is_some(), "readers share");
     let state = client().rw_lock(&key).await.unwrap().unwrap();
     assert!(state.writer.is_none());
     assert_eq!(state.readers.len(), 2);

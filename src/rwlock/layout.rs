@@ -238,7 +238,7 @@ mod tests {
         let woken = |left, line: &[KvEntry]| to_wake("k", left, line).map(|e| e.create_index);
         assert_eq!(woken(2, &[place("r2", 3, R), w2.clone()]), None);
         // r2 left last: w2 is woken.
-        assert_eq!(to_wake("k", 3, &[w2.clone()]).map(|e| e.create_index), Some(4));
+        assert_eq!(woken(3, std::slice::from_ref(&w2)), Some(4));
         // A waiting reader between a writer and w2 gave up: w2 must now wait on w1.
         assert_eq!(to_wake("k", 3, &[place("w1", 1, W), w2.clone()]).map(|e| e.create_index), Some(4));
         // Nobody behind, or a reader behind: nothing to wake.

@@ -28,14 +28,14 @@
 //!    turned into the marker by one transaction (`check-not-exists`, `lock`, `unlock`), which
 //!    Consul refuses while a dead writer's lock-delay runs. A writer locks `KEY` with a
 //!    `check-index` (or `check-not-exists`) guard: two writers can never both hold it.
-//! 4. A writer releases with one transaction: `check-session` + `unlock` of `KEY` back to the marker
-//!    + `delete` of its place — which wakes exactly the readers watching it (those queued behind it
-//!    up to the next writer) or the next writer. A reader releases with one transaction:
-//!    `check-session` + `delete` of its place + a listing of the line; only when that shows it was
+//! 4. A writer releases with one transaction (`check-session`, `unlock` of `KEY` back to the
+//!    marker, `delete` of its place), which wakes exactly the readers watching it (those queued
+//!    behind it up to the next writer) or the next writer. A reader releases with one transaction
+//!    (`check-session`, `delete` of its place, a listing of the line); only when that shows it was
 //!    the last reader before a waiting writer does it touch that writer's place (a `cas` rewriting
-//!    it as it is), which wakes that writer alone.
-//! 5. A downgrade is one transaction: `check-session` + `unlock` of `KEY` to the marker + our place
-//!    re-`lock`ed with the reader's flags — the same `CreateIndex`, so the same place in line.
+//!    it as it is), which ends that writer's wait alone (whoever waits on that writer re-arms).
+//! 5. A downgrade is one transaction (`check-session`, `unlock` of `KEY` to the marker, our place
+//!    re-`lock`ed with the reader's flags): the same `CreateIndex`, so the same place in line.
 //!
 //! Why exclusion holds: places get increasing `CreateIndex`es, and a place that is gone never comes
 //! back with its old index, so the places ahead of a place can only go, never come. Every decision
