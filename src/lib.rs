@@ -10,6 +10,13 @@
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
 //! - [`Semaphore`]: at most N holders of a prefix at once ([`SemaphorePermit`]), Consul's semaphore
 //!   recipe, sharing slots with Go's `api.Semaphore` and `consul lock -n N`.
+//! - [`RwLock`]: many readers or one writer on one key — [`read`](RwLock::read) returns a
+//!   [`ReadGuard`] held alongside other readers, [`write`](RwLock::write) a [`WriteGuard`] held
+//!   alone (with a fencing token); requests are served in arrival order, a writer's release wakes
+//!   exactly the readers behind it, a reader's release nobody until the last one leaves, and a
+//!   writer can [`downgrade`](WriteGuard::downgrade) in place. Its key layout and protocol are in
+//!   the README ("Read-write lock"); a plain lock on its key is refused both ways. Through a shared
+//!   [`Session`] a read cycle is 2 writes.
 //! - [`Election`]: leader election on one key — [`campaign`](Election::campaign) waits until
 //!   elected and returns a [`Leadership`] (fencing [`term`](Leadership::term),
 //!   [`proclaim`](Leadership::proclaim), [`resign`](Leadership::resign)); anyone can read the
