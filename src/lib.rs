@@ -28,6 +28,10 @@
 //! - check [`LockGuard::is_held`] or await [`LockGuard::lost`] in long critical sections;
 //! - pass [`LockGuard::fencing_token`] to what you protect, and have it reject writes carrying a token
 //!   lower than one it has already seen — that is what makes a lost-but-still-running holder safe.
+//! - for state kept in Consul itself, write it through the guard: [`LockGuard::put`],
+//!   [`delete`](LockGuard::delete) and [`txn`](LockGuard::txn) (and the same on every guard) commit
+//!   in one transaction with a check that the lock is still ours, so a holder that lost its lock
+//!   can never overwrite its successor's state — the write is [`Error::LockLost`] and nothing lands.
 //!
 //! Locks are not re-entrant. Keys must be non-empty, must not start with `/`, and must not contain
 //! `.`/`..`/empty segments or control characters; values are at most about 383 KiB (they travel
@@ -100,6 +104,7 @@ pub use consul::client::{Client, ClientBuilder};
 pub use consul::endpoints::SessionInfo;
 pub use consul::flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
 pub use consul::key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use consul::ops::{KvOp, MAX_TXN_OPS};
 pub use election::builder::Election;
 pub use election::leader_watch::{Leader, LeaderWatch};
 pub use election::leadership::Leadership;

@@ -32,6 +32,7 @@
 
 mod client;
 mod election;
+mod guarded;
 mod lock;
 mod runtime;
 mod semaphore;

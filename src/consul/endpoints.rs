@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::consul::client::{Client, Reply};
 use crate::consul::key;
+use crate::consul::ops;
 use crate::error::{classify, Error, Result, Said};
 use crate::holder::{Holder, KvEntry};
 
@@ -167,6 +168,26 @@ pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expe
         Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
     };
     txn_body(&[guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)])
+}
+
+/// The exact body of a guarded write (its size is checked before any request): `check-session`
+/// on each of `held` for `session`, then `ops` in order. Consul runs it all or nothing.
+pub(crate) fn guarded_txn_body(held: &[&str], session: &str, ops: &[ops::KvOp]) -> Vec<u8> {
+    let checks = held.iter().map(|k| TxnOp::kv("check-session", k, None, Some(session)));
+    let writes = ops.iter().map(|op| match op {
+        ops::KvOp::Put { key, value } => TxnOp::kv("set", key, Some(value), None),
+        ops::KvOp::Delete { key } => TxnOp::kv("delete", key, None, None),
+    });
+    txn_body(&checks.chain(writes).collect::<Vec<_>>())
+}
+
+/// Outcome of a guarded write.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Guarded {
+    /// Committed: every check passed and every operation was applied.
+    Written,
+    /// Rolled back: a held key is gone or another session's. Nothing was written.
+    NotOurs,
 }
 
 /// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
@@ -489,6 +510,16 @@ impl Client {
                 .map(|kv| Some(kv.modify_index))
                 .ok_or_else(|| Error::decode(self.address(), "proclaim transaction returned no KV result")),
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(None),
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
+        }
+    }
+
+    /// Send a guarded write built by [`guarded_txn_body`]: committed only while every checked key
+    /// is still held by the session.
+    pub(crate) async fn txn_guarded(&self, body: Vec<u8>) -> Result<Guarded> {
+        match self.txn::<serde::de::IgnoredAny>(body).await? {
+            Txn::Committed(_) => Ok(Guarded::Written),
+            Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(Guarded::NotOurs),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
         }
     }
