@@ -461,11 +461,13 @@ impl Client {
         }
     }
 
-    /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
+    /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token:
+    /// the `lock` operation's result, the last one (a `check-index` guard returns the key as it was
+    /// before, with the previous write's index).
     pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
         match self.txn::<KvEntry>(body).await {
             Ok(Txn::Committed(kvs)) => kvs
-                .first()
+                .last()
                 .map(|kv| kv.modify_index)
                 .filter(|i| *i > 0)
                 .map(|modify_index| LockAttempt::Acquired { modify_index })
