@@ -79,7 +79,7 @@
 // downwards:
 //   blocking/, testing      — the blocking mirror; test support
 //   election/               — leader election, built on the lock
-//   lock/, semaphore/       — the primitives: public builder, acquire procedure, guard
+//   lock/, semaphore/, multilock/ — the primitives: public builder, acquire procedure, guard
 //   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
 //   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
 //   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
@@ -91,6 +91,7 @@ mod error;
 mod holder;
 mod lock;
 mod metrics;
+mod multilock;
 mod mutex;
 mod primitive;
 mod semaphore;
@@ -112,6 +113,8 @@ pub use error::{Error, Result, TransportError};
 pub use holder::{Holder, HolderInfo};
 pub use lock::builder::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
 pub use lock::guard::LockGuard;
+pub use multilock::builder::{MultiLock, MAX_MULTI_LOCK_KEYS};
+pub use multilock::guard::MultiLockGuard;
 pub use semaphore::builder::{Semaphore, SemaphoreState};
 pub use semaphore::permit::SemaphorePermit;
 pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};
