@@ -430,3 +430,41 @@ fn processes_take_random_overlapping_sets() {
     assert!(worst < 20_000, "an acquire waited {worst} ms: starved");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `consul-lock run KEY --also KEY2 -- CMD`: the command runs holding both keys and sees them; with
+/// a member key held elsewhere, `-n` exits with the conflict code and takes nothing.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_command_under_several_keys() {
+    let ks = keys("multi-cli", 2);
+    let out = std::env::temp_dir().join(format!("consul-lock-multi-cli-{}", std::process::id()));
+    let run = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_consul-lock"));
+        cmd.args(["run", "--http-addr", consul().http_addr()]).args(extra).args([
+            ks[1].as_str(),
+            "--also",
+            ks[0].as_str(),
+            "--",
+            "sh",
+            "-c",
+            &format!("printf '%s|%s' \"$CONSUL_LOCK_KEY\" \"$CONSUL_LOCK_FENCING_TOKEN\" > {}", out.display()),
+        ]);
+        cmd.stderr(std::process::Stdio::null());
+        cmd
+    };
+    assert!(run(&[]).status().await.unwrap().success());
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let (names, token) = seen.split_once('|').unwrap();
+    assert_eq!(names, format!("{}\n{}", ks[0], ks[1]));
+    assert!(token.parse::<u64>().unwrap() > 0);
+    for k in &ks {
+        assert!(raw_kv(k).await.is_none(), "{k} left held after the command");
+    }
+    let _ = std::fs::remove_file(&out);
+    let other = EphemeralLock::new(&ks[0]).client(client()).hold().await.unwrap();
+    let status = run(&["-n"]).status().await.unwrap();
+    assert_eq!(status.code(), Some(1), "the conflict code");
+    assert!(!out.exists(), "the command ran without the set");
+    assert!(raw_kv(&ks[1]).await.is_none(), "took part of the set");
+    other.release().await.unwrap();
+}
