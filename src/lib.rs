@@ -17,6 +17,14 @@
 //!   lock acquire carrying the value, so it interoperates with [`EphemeralLock`] on the same key.
 //!   [`Session::election`] campaigns through a shared session kept across campaigns: resigning is
 //!   one write, and a handoff costs 4 requests.
+//! - [`MultiLock`]: several keys at once — [`hold`](MultiLock::hold) takes every key in one Consul
+//!   transaction or none (up to [`MAX_MULTI_LOCK_KEYS`], 32), never holds part of the set while it
+//!   waits, so sets that overlap cannot deadlock; one fencing token for the set; waiters queue in
+//!   every key's queue at once and go in arrival order. Each key is an ordinary lock key:
+//!   [`EphemeralLock`] or `consul lock` on a member key excludes against the set.
+//!   [`Session::multi_lock`] makes a cycle two writes whatever the number of keys.
+//! - Guarded writes on every guard (`put`, `delete`, [`txn`](LockGuard::txn) of [`KvOp`]s): state
+//!   kept in Consul, written only while the lock is still ours.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words

@@ -7,8 +7,9 @@
 //! `main` still frees its key.
 //!
 //! The names match the async API one to one: [`Client`] / [`ClientBuilder`], [`Session`],
-//! [`EphemeralLock`], [`LockGuard`], [`MultiLock`], [`MultiLockGuard`], [`Semaphore`], [`SemaphorePermit`], [`Election`], [`Leadership`],
-//! [`LeaderWatch`]. The differences, each because a thread cannot await:
+//! [`EphemeralLock`], [`LockGuard`], [`MultiLock`], [`MultiLockGuard`], [`Semaphore`],
+//! [`SemaphorePermit`], [`Election`], [`Leadership`], [`LeaderWatch`]. The differences, each
+//! because a thread cannot await:
 //! - `lost()` blocks until the lock (or session) is known lost; `lost_timeout(d)` gives up after
 //!   `d` and says whether it was lost;
 //! - [`EphemeralLock::run`] takes a closure and cannot interrupt it when the lock is lost (a
