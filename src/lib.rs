@@ -76,6 +76,15 @@
 //! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev`
 //!   for your own tests (module `testing`, present only with the feature).
 //!
+//! # How the crate is built
+//! The source tree is the architecture: a folder per layer and per primitive, imports running one
+//! way, downwards. `consul/` speaks Consul's HTTP API (client, endpoints, the one blocking-query
+//! loop, retry, key and flag rules); `session/` owns sessions and their renewal, and the public
+//! [`Session`]; `primitive/` is what every primitive is built of (the one settings type every
+//! builder uses, the shared acquire procedure, the wait queue, a held key); `lock/`, `semaphore/`
+//! and `election/` are the primitives; `blocking/` mirrors them all. The README's "Layout" lists
+//! every file.
+//!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
 //! versions; differences are noted in the README.
@@ -119,10 +128,11 @@ pub use election::leader_watch::{Leader, LeaderWatch};
 pub use election::leadership::Leadership;
 pub use error::{Error, Result, TransportError};
 pub use holder::{Holder, HolderInfo};
-pub use lock::builder::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use lock::builder::EphemeralLock;
 pub use lock::guard::LockGuard;
 pub use multilock::builder::{MultiLock, MAX_MULTI_LOCK_KEYS};
 pub use multilock::guard::MultiLockGuard;
+pub use primitive::settings::DEFAULT_ACQUIRE_TIMEOUT;
 pub use semaphore::builder::{Semaphore, SemaphoreState};
 pub use semaphore::permit::SemaphorePermit;
 pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};

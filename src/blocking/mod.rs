@@ -34,6 +34,7 @@
 mod client;
 mod election;
 mod guarded;
+mod handle;
 mod lock;
 mod multilock;
 mod runtime;

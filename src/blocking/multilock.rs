@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::lock::wait_lost;
+use super::handle::{held_lost, wait_lost, Handle};
 use super::runtime::Runtime;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Blocking [`crate::MultiLock`]: the same builder and guarantees, with plain methods.
 ///
@@ -20,23 +20,17 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug)]
 pub struct MultiLock {
-    // Field order matters: the lock (and keys it may hold) drops before the runtime handle.
-    inner: Option<crate::MultiLock>,
-    client: Option<Client>,
+    handle: Handle<crate::MultiLock>,
 }
 
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident($ty:ty);)*) => {$(
         $(#[$doc])*
         pub fn $name(mut self, v: $ty) -> Self {
-            self.inner = self.inner.take().map(|l| l.$name(v));
+            self.handle.map(|l| l.$name(v));
             self
         }
     )*};
-}
-
-async fn hold_lost(hold: Arc<crate::multilock::guard::MultiHold>) {
-    hold.wait_lost().await
 }
 
 impl MultiLock {
@@ -46,18 +40,17 @@ impl MultiLock {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        MultiLock { inner: Some(crate::MultiLock::new(keys)), client: None }
+        MultiLock { handle: Handle::new(crate::MultiLock::new(keys), None) }
     }
 
     /// A multi-lock bound to a shared session (see [`super::Session::multi_lock`]).
     pub(crate) fn bound(inner: crate::MultiLock, client: Client) -> Self {
-        MultiLock { inner: Some(inner), client: Some(client) }
+        MultiLock { handle: Handle::new(inner, Some(client)) }
     }
 
     /// The client to use. Default: [`Client::from_env`] at the first call.
     pub fn client(mut self, client: Client) -> Self {
-        self.inner = self.inner.take().map(|l| l.client(client.inner.clone()));
-        self.client = Some(client);
+        self.handle.set_client(client);
         self
     }
 
@@ -78,25 +71,9 @@ impl MultiLock {
         node_health_checks(bool);
     }
 
-    fn parts(&mut self) -> Result<(crate::MultiLock, Client)> {
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
-        let lock = self
-            .inner
-            .take()
-            .ok_or_else(|| Error::Cancelled("this multi-lock was lost with a stopped runtime thread".into()))?;
-        Ok((lock.client(client.inner.clone()), client))
-    }
-
     /// The keys, as given.
     pub fn keys(&self) -> &[String] {
-        self.inner.as_ref().map_or(&[], |l| l.keys())
+        self.handle.get().map_or(&[], |l| l.keys())
     }
 
     /// Take every key (see [`crate::MultiLock::hold`]).
@@ -104,7 +81,7 @@ impl MultiLock {
     /// # Errors
     /// As [`crate::MultiLock::hold`].
     pub fn hold(mut self) -> Result<MultiLockGuard> {
-        let (lock, client) = self.parts()?;
+        let (lock, client) = self.handle.parts()?;
         let guard = client.rt.block_on(lock.hold())??;
         Ok(MultiLockGuard { inner: guard, rt: client.rt.clone() })
     }
@@ -115,13 +92,10 @@ impl MultiLock {
     /// # Errors
     /// As [`crate::MultiLock::acquire`].
     pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        let (mut lock, client) = self.parts()?;
-        let (lock, result) = client.rt.block_on(async move {
+        self.handle.call(move |mut lock| async move {
             let r = lock.acquire(fail_hard).await;
             (lock, r)
-        })?;
-        self.inner = Some(lock);
-        result
+        })
     }
 
     /// Release if held (see [`crate::MultiLock::release`]).
@@ -129,35 +103,33 @@ impl MultiLock {
     /// # Errors
     /// As [`crate::MultiLock::release`].
     pub fn release(&mut self) -> Result<()> {
-        if self.client.is_none() {
+        if !self.handle.used() {
             return Ok(()); // never acquired
         }
-        let (mut lock, client) = self.parts()?;
-        let (lock, result) = client.rt.block_on(async move {
+        self.handle.call(|mut lock| async move {
             let r = lock.release().await;
             (lock, r)
-        })?;
-        self.inner = Some(lock);
-        result
+        })
     }
 
     /// `true` while this multi-lock holds its keys.
     pub fn is_held(&self) -> bool {
-        self.inner.as_ref().is_some_and(|l| l.is_held())
+        self.handle.get().is_some_and(|l| l.is_held())
     }
 
     /// The fencing token while held.
     pub fn fencing_token(&self) -> Option<u64> {
-        self.inner.as_ref().and_then(|l| l.fencing_token())
+        self.handle.get().and_then(|l| l.fencing_token())
     }
 
-    /// Block until the keys held by this value are known lost, or `timeout` passes; `true` if lost
-    /// (or nothing is held).
+    /// Block until the keys held by this value are known lost; at once when it holds nothing.
+    pub fn lost(&self) {
+        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), None);
+    }
+
+    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing is held).
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        match (&self.client, self.inner.as_ref().and_then(|l| l.current_hold())) {
-            (Some(c), Some(hold)) => wait_lost(&c.rt, Some(hold_lost(hold)), Some(timeout)),
-            _ => true,
-        }
+        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), Some(timeout))
     }
 }
 
@@ -194,12 +166,12 @@ impl MultiLockGuard {
 
     /// Block until the set is known lost (see [`crate::MultiLockGuard::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), None);
+        wait_lost(&self.rt, Some(held_lost(self.inner.hold.clone())), None);
     }
 
     /// Block until the set is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), Some(timeout))
+        wait_lost(&self.rt, Some(held_lost(self.inner.hold.clone())), Some(timeout))
     }
 
     /// Release now (see [`crate::MultiLockGuard::release`]).

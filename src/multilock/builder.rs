@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consul::client::Client;
-use crate::consul::endpoints::{self, Expect, SessionSpec, OPS_PER_LOCKED_KEY};
+use crate::consul::endpoints::{self, Expect, OPS_PER_LOCKED_KEY};
 use crate::consul::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 use crate::consul::ops::MAX_TXN_OPS;
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
-use crate::lock::builder::DEFAULT_ACQUIRE_TIMEOUT;
 use crate::multilock::acquire::{self, Plan};
 use crate::multilock::guard::{MultiHold, MultiLockGuard};
-use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
+use crate::primitive::holding::{holding_methods, Holding};
+use crate::primitive::settings::Settings;
 use crate::session::shared::Session;
 
 /// Most keys one [`MultiLock`] takes: 32. Every key costs two operations of the one acquire
@@ -52,17 +52,11 @@ const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 #[derive(Debug)]
 pub struct MultiLock {
     keys: Vec<String>,
-    client: Option<Client>,
-    ttl: Duration,
-    acquire_timeout: Duration,
-    lock_delay: Duration,
+    /// The keys, joined, for `NotAcquired`.
+    wanted: String,
+    settings: Settings,
     max_hold: Option<Duration>,
-    value: Option<Vec<u8>>,
-    session_name: Option<String>,
-    node_checks: bool,
-    shared: Option<Arc<SessionCore>>,
-    session_setting_on_shared: Option<&'static str>,
-    held: Option<Arc<MultiHold>>,
+    held: Holding<MultiHold>,
 }
 
 impl MultiLock {
@@ -74,53 +68,37 @@ impl MultiLock {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        MultiLock {
-            keys: keys.into_iter().map(Into::into).collect(),
-            client: None,
-            ttl: DEFAULT_TTL,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            lock_delay: DEFAULT_LOCK_DELAY,
-            max_hold: None,
-            value: None,
-            session_name: None,
-            node_checks: false,
-            shared: None,
-            session_setting_on_shared: None,
-            held: None,
-        }
+        Self::with_settings(keys.into_iter().map(Into::into).collect(), Settings::default())
     }
 
-    fn session_setting(mut self, name: &'static str) -> Self {
-        if self.shared.is_some() {
-            self.session_setting_on_shared = Some(name);
-        }
-        self
+    fn with_settings(keys: Vec<String>, settings: Settings) -> Self {
+        MultiLock { wanted: keys.join(", "), keys, settings, max_hold: None, held: Holding::default() }
     }
 
     /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.settings.set_client(client);
         self
     }
 
     /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self.session_setting("ttl")
+        self.settings.set_ttl(ttl);
+        self
     }
 
     /// How long `hold`/`acquire` wait for the whole set; `Duration::ZERO` makes one attempt.
     /// Default 500 ms.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
+        self.settings.acquire_timeout = timeout;
         self
     }
 
     /// Consul's lock-delay, `0 ..= 60 s` (see
     /// [`EphemeralLock::lock_delay`](crate::EphemeralLock::lock_delay)). Default 15 s.
     pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self.session_setting("lock_delay")
+        self.settings.set_lock_delay(delay);
+        self
     }
 
     /// Hold for at most this long, then release and report lost. Default: no limit.
@@ -131,20 +109,20 @@ impl MultiLock {
 
     /// The value written into every key while held. Default: JSON [`HolderInfo`].
     pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.value = Some(value);
+        self.settings.value = Some(value);
         self
     }
 
     /// The session's name. Default `consul-lock: <first key> (+N)`.
     pub fn session_name(mut self, name: String) -> Self {
-        self.session_name = Some(name);
-        self.session_setting("session_name")
+        self.settings.set_session_name(name);
+        self
     }
 
     /// Tie the session to the agent node's health as well as its TTL. Default `false`.
     pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.node_checks = yes;
-        self.session_setting("node_health_checks")
+        self.settings.set_node_checks(yes);
+        self
     }
 
     /// The keys, as given.
@@ -152,111 +130,100 @@ impl MultiLock {
         &self.keys
     }
 
-    /// `true` while this multi-lock holds its keys (see [`MultiLockGuard::is_held`]).
-    pub fn is_held(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| h.is_held())
-    }
-
     /// The fencing token while held (see [`MultiLockGuard::fencing_token`]); `None` otherwise.
     pub fn fencing_token(&self) -> Option<u64> {
-        self.held.as_ref().filter(|h| h.is_held()).map(|h| h.token)
+        self.held.held().map(|h| h.token)
     }
 
     /// The hold behind this value, if any (for the blocking mirror).
     pub(crate) fn current_hold(&self) -> Option<Arc<MultiHold>> {
-        self.held.clone()
+        self.held.current()
     }
 
-    /// Take every key, waiting up to the acquire timeout; a guard that releases them on drop.
-    ///
-    /// # Errors
-    /// [`Error::NotAcquired`] (naming a key held by someone else, and its holder, when known) if
-    /// the set could not be taken in time; [`Error::Conflict`] for a member key of another
-    /// primitive; [`Error::InvalidConfig`] before any request for no keys or more than
-    /// [`MAX_MULTI_LOCK_KEYS`], an invalid key or bad settings; transport and Consul errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future at any point leaves no key held, no queue entry, no
-    /// session and no renewal task behind (the work runs in a task that owns each request's
-    /// outcome and cleans up after it).
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let guard = consul_lock::MultiLock::new(["db/shard-1", "db/shard-2", "db/shard-3"]).hold().await?;
-    /// println!("all three, token {}", guard.fencing_token());
-    /// guard.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn hold(mut self) -> Result<MultiLockGuard> {
-        if self.held.is_some() {
-            return Err(Error::AlreadyHeld);
-        }
-        let plan = self.plan()?;
-        match acquire::run(plan, true).await? {
-            Some(hold) => Ok(MultiLockGuard { hold }),
-            None => Err(Error::NotAcquired { key: self.keys.join(", "), waited: Duration::ZERO, holder: None }),
-        }
-    }
-
-    /// Take every key, waiting up to the acquire timeout. `Ok(true)`: held (release with
-    /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
-    /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
-    ///
-    /// # Errors
-    /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds its keys.
-    ///
-    /// # Cancel safety
-    /// As [`hold`](Self::hold).
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// use std::time::Duration;
-    /// let mut lock = consul_lock::MultiLock::new(["a", "b"]).acquire_timeout(Duration::ZERO);
-    /// if lock.acquire(false).await? {
-    ///     lock.release().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        if self.held.as_ref().is_some_and(|h| h.is_held()) {
-            return Err(Error::AlreadyHeld);
-        }
-        if let Some(old) = self.held.take() {
-            old.release().await?;
-        }
-        let plan = self.plan()?;
-        match acquire::run(plan, fail_hard).await? {
-            Some(hold) => {
-                self.held = Some(hold);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// Release the keys if held (see [`MultiLockGuard::release`]); a no-op otherwise.
-    ///
-    /// # Errors
-    /// As [`MultiLockGuard::release`].
-    ///
-    /// # Cancel safety
-    /// If the future is dropped the release completes in the background.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut lock = consul_lock::MultiLock::new(["a", "b"]);
-    /// lock.acquire(true).await?;
-    /// lock.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn release(&mut self) -> Result<()> {
-        match self.held.take() {
-            Some(hold) => MultiLockGuard { hold }.release().await,
-            None => Ok(()),
-        }
+    holding_methods! {
+        guard: MultiLockGuard { hold }, procedure: acquire::run, wanted: wanted;
+        /// `true` while this multi-lock holds its keys (see [`MultiLockGuard::is_held`]).
+        is_held;
+        /// Resolves when the keys held by this value are known lost (see
+        /// [`MultiLockGuard::lost`]); at once when it holds nothing.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future changes nothing.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut lock = consul_lock::MultiLock::new(["a", "b"]);
+        /// if lock.acquire(false).await? {
+        ///     tokio::select! {
+        ///         _ = lock.lost() => eprintln!("lost the set: stop"),
+        ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        ///     }
+        ///     lock.release().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        lost;
+        /// Take every key, waiting up to the acquire timeout; a guard that releases them on drop.
+        ///
+        /// # Errors
+        /// [`Error::NotAcquired`] (naming a key held by someone else, and its holder, when known) if
+        /// the set could not be taken in time; [`Error::Conflict`] for a member key of another
+        /// primitive; [`Error::InvalidConfig`] before any request for no keys or more than
+        /// [`MAX_MULTI_LOCK_KEYS`], an invalid key or bad settings; transport and Consul errors.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future at any point leaves no key held, no queue entry, no
+        /// session and no renewal task behind (the work runs in a task that owns each request's
+        /// outcome and cleans up after it).
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let guard = consul_lock::MultiLock::new(["db/shard-1", "db/shard-2", "db/shard-3"]).hold().await?;
+        /// println!("all three, token {}", guard.fencing_token());
+        /// guard.release().await?;
+        /// # Ok(()) }
+        /// ```
+        hold;
+        /// Take every key, waiting up to the acquire timeout. `Ok(true)`: held (release with
+        /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
+        /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
+        ///
+        /// # Errors
+        /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds its keys.
+        ///
+        /// # Cancel safety
+        /// As [`hold`](Self::hold).
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// use std::time::Duration;
+        /// let mut lock = consul_lock::MultiLock::new(["a", "b"]).acquire_timeout(Duration::ZERO);
+        /// if lock.acquire(false).await? {
+        ///     lock.release().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        acquire;
+        /// Release the keys if held (see [`MultiLockGuard::release`]); a no-op otherwise.
+        ///
+        /// # Errors
+        /// As [`MultiLockGuard::release`].
+        ///
+        /// # Cancel safety
+        /// If the future is dropped the release completes in the background.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut lock = consul_lock::MultiLock::new(["a", "b"]);
+        /// lock.acquire(true).await?;
+        /// lock.release().await?;
+        /// # Ok(()) }
+        /// ```
+        release;
     }
 
     /// Take every key (failing hard), run `fut`, release. If the set is lost meanwhile, `fut` is
@@ -277,12 +244,11 @@ impl MultiLock {
     /// ```
     pub async fn run<F: Future>(self, fut: F) -> Result<F::Output> {
         let guard = self.hold().await?;
-        let lost = || Error::LockLost { key: guard.hold.name.clone() };
+        let err = Error::LockLost { key: guard.hold.name.clone() };
         let out = tokio::select! {
             out = fut => guard.is_held().then_some(out),
             _ = guard.lost() => None,
         };
-        let err = lost();
         guard.release().await?;
         out.ok_or(err)
     }
@@ -290,40 +256,25 @@ impl MultiLock {
     /// Validate everything before any request.
     fn plan(&mut self) -> Result<Plan> {
         let keys = validate_keys(&self.keys)?;
-        if let Some(setting) = self.session_setting_on_shared {
-            return Err(Error::InvalidConfig(format!(
-                "`{setting}` belongs to the shared Session this multi-lock is bound to; set it on the Session"
-            )));
-        }
         if self.max_hold.is_some_and(|d| d.is_zero()) {
             return Err(Error::InvalidConfig("max_hold must be greater than zero".into()));
         }
-        let name = self.session_name.clone().unwrap_or_else(|| match keys.len() {
+        let default_name = match keys.len() {
             1 => format!("consul-lock: {}", keys[0]),
             n => format!("consul-lock: {} (+{})", keys[0], n - 1),
-        });
-        let spec = SessionSpec { name, ttl: self.ttl, lock_delay: self.lock_delay, node_checks: self.node_checks };
-        lifecycle::validate_spec(&spec)?;
-        validate_size(
-            &keys,
-            self.value.as_ref().map_or_else(|| HolderInfo::current(Some(&spec.name)).to_json().len(), Vec::len),
-        )?;
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
         };
+        let spec = self.settings.session_spec("multi-lock", default_name)?;
+        let value = self.settings.value.clone();
+        let value_len = value.as_ref().map_or_else(|| HolderInfo::current(Some(&spec.name)).to_json().len(), Vec::len);
+        validate_size(&keys, value_len)?;
         Ok(Plan {
-            client,
+            client: self.settings.client()?,
             keys,
-            value: self.value.clone(),
+            value,
             spec,
-            acquire_timeout: self.acquire_timeout,
+            acquire_timeout: self.settings.acquire_timeout,
             max_hold: self.max_hold,
-            shared: self.shared.clone(),
+            shared: self.settings.shared(),
         })
     }
 }
@@ -387,9 +338,7 @@ impl Session {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        let mut lock = MultiLock::new(keys).client(self.core.client.clone());
-        lock.shared = Some(self.core.clone());
-        lock
+        MultiLock::with_settings(keys.into_iter().map(Into::into).collect(), Settings::bound(&self.core))
     }
 }
 

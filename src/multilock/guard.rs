@@ -156,6 +156,20 @@ impl MultiHold {
     }
 }
 
+impl crate::primitive::holding::Held for MultiHold {
+    fn is_held(&self) -> bool {
+        MultiHold::is_held(self)
+    }
+
+    async fn wait_lost(self: &Arc<Self>) {
+        MultiHold::wait_lost(self).await
+    }
+
+    async fn release(&self) -> Result<()> {
+        MultiHold::release(self).await
+    }
+}
+
 impl Drop for MultiHold {
     fn drop(&mut self) {
         // Never block or panic here: release in the background on the runtime that acquired.
