@@ -468,3 +468,35 @@ async fn the_cli_runs_a_command_under_several_keys() {
     assert!(raw_kv(&ks[1]).await.is_none(), "took part of the set");
     other.release().await.unwrap();
 }
+
+// Fuzzed sets: never a panic; an invalid set (no keys, more than 32 distinct, any invalid key) is
+// InvalidConfig before any request; a valid one gets as far as the network (a closed port here).
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn fuzzed_sets_are_judged_before_any_request(
+        keys in proptest::collection::vec("[a-c/. \\x00\\n%?é]{0,5}", 0..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let c = closed_port_client();
+        let valid_key = |k: &str| {
+            !k.is_empty() && !k.starts_with('/') && !k.chars().any(char::is_control) && {
+                let segs: Vec<&str> = k.split('/').collect();
+                segs.iter().enumerate().all(|(i, s)| *s != "." && *s != ".." && (!s.is_empty() || i == segs.len() - 1))
+            }
+        };
+        let mut distinct = keys.clone();
+        distinct.sort();
+        distinct.dedup();
+        let valid = keys.iter().all(|k| valid_key(k)) && (1..=MAX_MULTI_LOCK_KEYS).contains(&distinct.len());
+        let r = rt.block_on(MultiLock::new(&keys).client(c.clone()).acquire_timeout(Duration::ZERO).hold());
+        match r {
+            Err(Error::InvalidConfig(_)) => {
+                proptest::prop_assert!(!valid, "a valid set refused: {keys:?}");
+                proptest::prop_assert_eq!(c.request_count(), 0);
+            }
+            Err(e) => proptest::prop_assert!(valid && matches!(e, Error::Transport(_)), "{keys:?}: {e:?}"),
+            Ok(_) => proptest::prop_assert!(false, "acquired through a closed port"),
+        }
+    }
+}
