@@ -34,6 +34,13 @@ impl Driven for crate::Semaphore {
     }
 }
 
+impl Driven for crate::MultiLock {
+    const WHAT: &'static str = "multi-lock";
+    fn with_client(self, client: crate::Client) -> Self {
+        self.client(client)
+    }
+}
+
 /// The async builder (absent only after a stopped runtime thread dropped it) and the client.
 #[derive(Debug)]
 pub(super) struct Handle<P> {

@@ -213,3 +213,5 @@ impl LockGuard {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(LockGuard, "LockGuard");

@@ -170,3 +170,5 @@ impl SemaphorePermit {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(SemaphorePermit, "SemaphorePermit");
