@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::handle::{held_lost, wait_lost, Handle};
+use super::handle::{blocking_holding_methods, held_lost, wait_lost, Handle};
 use super::runtime::Runtime;
 use crate::error::Result;
 
@@ -76,60 +76,35 @@ impl MultiLock {
         self.handle.get().map_or(&[], |l| l.keys())
     }
 
-    /// Take every key (see [`crate::MultiLock::hold`]).
-    ///
-    /// # Errors
-    /// As [`crate::MultiLock::hold`].
-    pub fn hold(mut self) -> Result<MultiLockGuard> {
-        let (lock, client) = self.handle.parts()?;
-        let guard = client.rt.block_on(lock.hold())??;
-        Ok(MultiLockGuard { inner: guard, rt: client.rt.clone() })
-    }
-
-    /// Take every key; `Ok(false)` on timeout unless `fail_hard` (see
-    /// [`crate::MultiLock::acquire`]).
-    ///
-    /// # Errors
-    /// As [`crate::MultiLock::acquire`].
-    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        self.handle.call(move |mut lock| async move {
-            let r = lock.acquire(fail_hard).await;
-            (lock, r)
-        })
-    }
-
-    /// Release if held (see [`crate::MultiLock::release`]).
-    ///
-    /// # Errors
-    /// As [`crate::MultiLock::release`].
-    pub fn release(&mut self) -> Result<()> {
-        if !self.handle.used() {
-            return Ok(()); // never acquired
-        }
-        self.handle.call(|mut lock| async move {
-            let r = lock.release().await;
-            (lock, r)
-        })
-    }
-
-    /// `true` while this multi-lock holds its keys.
-    pub fn is_held(&self) -> bool {
-        self.handle.get().is_some_and(|l| l.is_held())
+    blocking_holding_methods! {
+        guard: MultiLockGuard, held: current_hold;
+        /// Take every key (see [`crate::MultiLock::hold`]).
+        ///
+        /// # Errors
+        /// As [`crate::MultiLock::hold`].
+        hold;
+        /// Take every key; `Ok(false)` on timeout unless `fail_hard` (see
+        /// [`crate::MultiLock::acquire`]).
+        ///
+        /// # Errors
+        /// As [`crate::MultiLock::acquire`].
+        acquire;
+        /// Release if held (see [`crate::MultiLock::release`]).
+        ///
+        /// # Errors
+        /// As [`crate::MultiLock::release`].
+        release;
+        /// `true` while this multi-lock holds its keys.
+        is_held;
+        /// Block until the keys held by this value are known lost; at once when it holds nothing.
+        lost;
+        /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing is held).
+        lost_timeout;
     }
 
     /// The fencing token while held.
     pub fn fencing_token(&self) -> Option<u64> {
         self.handle.get().and_then(|l| l.fencing_token())
-    }
-
-    /// Block until the keys held by this value are known lost; at once when it holds nothing.
-    pub fn lost(&self) {
-        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), None);
-    }
-
-    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing is held).
-    pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), Some(timeout))
     }
 }
 

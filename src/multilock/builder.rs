@@ -14,7 +14,7 @@ use crate::holder::HolderInfo;
 use crate::multilock::acquire::{self, Plan};
 use crate::multilock::guard::{MultiHold, MultiLockGuard};
 use crate::primitive::holding::{holding_methods, Holding};
-use crate::primitive::settings::Settings;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::session::shared::Session;
 
 /// Most keys one [`MultiLock`] takes: 32. Every key costs two operations of the one acquire
@@ -75,53 +75,28 @@ impl MultiLock {
         MultiLock { wanted: keys.join(", "), keys, settings, max_hold: None, held: Holding::default() }
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.settings.set_client(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.set_ttl(ttl);
-        self
-    }
-
-    /// How long `hold`/`acquire` wait for the whole set; `Duration::ZERO` makes one attempt.
-    /// Default 500 ms.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.acquire_timeout = timeout;
-        self
-    }
-
-    /// Consul's lock-delay, `0 ..= 60 s` (see
-    /// [`EphemeralLock::lock_delay`](crate::EphemeralLock::lock_delay)). Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.settings.set_lock_delay(delay);
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
+        ttl(Duration) => set_ttl;
+        /// How long `hold`/`acquire` wait for the whole set; `Duration::ZERO` makes one attempt.
+        /// Default 500 ms.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// Consul's lock-delay, `0 ..= 60 s` (see
+        /// [`EphemeralLock::lock_delay`](crate::EphemeralLock::lock_delay)). Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value written into every key while held. Default: JSON [`HolderInfo`].
+        value(Vec<u8>) => set_value;
+        /// The session's name. Default `consul-lock: <first key> (+N)`.
+        session_name(String) => set_session_name;
+        /// Tie the session to the agent node's health as well as its TTL. Default `false`.
+        node_health_checks(bool) => set_node_checks;
     }
 
     /// Hold for at most this long, then release and report lost. Default: no limit.
     pub fn max_hold(mut self, limit: Duration) -> Self {
         self.max_hold = Some(limit);
-        self
-    }
-
-    /// The value written into every key while held. Default: JSON [`HolderInfo`].
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.settings.value = Some(value);
-        self
-    }
-
-    /// The session's name. Default `consul-lock: <first key> (+N)`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.settings.set_session_name(name);
-        self
-    }
-
-    /// Tie the session to the agent node's health as well as its TTL. Default `false`.
-    pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.settings.set_node_checks(yes);
         self
     }
 
