@@ -37,8 +37,8 @@ export NFT_BIN
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
-cargo clippy --all-targets --all-features --locked -- -D warnings
+step "cargo clippy -D warnings (the crate and the Python binding)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo doc as docs.rs builds it (--cfg docsrs, every feature, warnings denied)"
 # docs.rs uses nightly for `doc(cfg)` badges. The machine has one stable toolchain: RUSTC_BOOTSTRAP=1

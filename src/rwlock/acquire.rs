@@ -225,8 +225,8 @@ impl Acquire {
                     KeyState::Marker(index) | KeyState::Held { index, .. } => Expect::Unchanged(index),
                     _ => Expect::Absent,
                 };
-                let body = take_body(&key, &self.value, &s.id, expect);
-                retry::until(self.core.retry_until(), || client.txn_lock(body.clone())).await?
+                let (body, keys) = (take_body(&key, &self.value, &s.id, expect), [key.as_str()]);
+                retry::until(self.core.retry_until(), || client.txn_lock(body.clone(), &keys)).await?
             }
             (KeyState::Held { .. }, Mode::Read) => return Ok(None), // our own session (not reachable)
         };

@@ -102,14 +102,17 @@ Examples:
   consul-lock run -w 60 --ttl 30s migrations/users -- ./migrate up
 
   consul-lock run --limit 3 jobs/encoder -- ./encode.sh   # at most 3 at once in the fleet
+  consul-lock run accounts/17 --also accounts/42 -- ./transfer   # both keys, atomically
 
   consul-lock run -s datasets/users -- ./report.sh         # shared: readers run together
   consul-lock run -x datasets/users -- ./migrate.sh        # exclusive: alone, after them
 
 The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and
 CONSUL_LOCK_HELD=true. With --limit N, KEY is a semaphore prefix shared with `consul lock -n N`
-(CONSUL_LOCK_KEY is then our contender key PREFIX/<session>). With --shared or --exclusive, KEY
-is a read-write lock (requests are served in arrival order; a plain lock on KEY is refused).
+(CONSUL_LOCK_KEY is then our contender key PREFIX/<session>). With --also, every key is taken
+in one Consul transaction or none (CONSUL_LOCK_KEY: the sorted keys, one per line). With --shared
+or --exclusive, KEY is a read-write lock (requests are served in arrival order; a plain lock on KEY
+is refused).
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
@@ -156,12 +159,18 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) limit: Option<u32>,
 
+    /// Lock this key too (repeatable): every key, KEY included, is taken in one Consul transaction
+    /// or none is, so overlapping sets never deadlock (at most 32 keys). The command sees
+    /// CONSUL_LOCK_KEY as the sorted keys, one per line
+    #[arg(long = "also", value_name = "KEY2", conflicts_with = "limit")]
+    pub(crate) also: Vec<String>,
+
     /// Take KEY as a read-write lock, shared: with other --shared runs, never with an --exclusive one (flock -s)
-    #[arg(short = 's', long, conflicts_with_all = ["exclusive", "limit"])]
+    #[arg(short = 's', long, conflicts_with_all = ["exclusive", "limit", "also"])]
     pub(crate) shared: bool,
 
     /// Take KEY as a read-write lock, exclusive: alone, after the --shared runs that arrived first (flock -x)
-    #[arg(short = 'x', long, conflicts_with = "limit")]
+    #[arg(short = 'x', long, conflicts_with_all = ["limit", "also"])]
     pub(crate) exclusive: bool,
 
     /// The Consul KV key to lock, e.g. jobs/nightly-report (with --limit: the semaphore's prefix)
