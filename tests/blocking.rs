@@ -187,3 +187,14 @@ fn rwlock_readers_share_writers_exclude_and_a_writer_downgrades_without_a_runtim
     bound.release().unwrap();
     session.destroy().unwrap();
 }
+
+#[test]
+fn rwlock_guards_write_only_while_held() {
+    use consul_lock::blocking::RwLock;
+    let c = blocking_client();
+    let key = unique("blocking-rw-guarded");
+    let w = RwLock::new(&key).client(c.clone()).write().unwrap();
+    w.put(format!("{key}-data"), "v").unwrap();
+    assert!(matches!(w.put(&key, "v"), Err(Error::InvalidConfig(_))));
+    w.release().unwrap();
+}

@@ -315,3 +315,24 @@ async fn a_killed_reader_and_a_killed_writer_are_recovered_after_their_ttl() {
         assert!(waited <= 2 * TTL + Duration::from_secs(10), "not recovered in time: {waited:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_writes_land_only_while_held_and_never_touch_the_lock_s_keys() {
+    let key = unique("rw-guarded");
+    let data = format!("{key}-data");
+    let s = Session::new(client(), Duration::from_secs(15)).await.unwrap();
+    let w = s.rw_lock(&key).write().await.unwrap();
+    w.put(&data, "by the writer").await.unwrap();
+    assert!(matches!(w.put(&key, "x").await, Err(Error::InvalidConfig(_))), "the lock's key is refused");
+    let line = format!("{key}/.consul-lock-rw/.consul-lock-queue/x");
+    assert!(matches!(w.delete(&line).await, Err(Error::InvalidConfig(_))), "its line too");
+    let r = w.downgrade().await.unwrap();
+    r.put(&data, "by the reader").await.unwrap();
+    assert_eq!(raw_kv(&data).await.unwrap()["Value"], "YnkgdGhlIHJlYWRlcg==");
+    destroy_session(s.id()).await;
+    let rejected = r.put(&data, "after the loss").await;
+    assert!(matches!(rejected, Err(Error::LockLost { .. })), "{rejected:?}");
+    assert!(!r.is_held());
+    assert_eq!(raw_kv(&data).await.unwrap()["Value"], "YnkgdGhlIHJlYWRlcg==", "nothing of a rejected write");
+    raw_delete(&data).await;
+}

@@ -251,3 +251,5 @@ impl WriteGuard {
         rt.block_on(inner.release())?
     }
 }
+super::guarded::blocking_guarded_writes!(ReadGuard, "ReadGuard");
+super::guarded::blocking_guarded_writes!(WriteGuard, "WriteGuard");

@@ -1,8 +1,8 @@
 //! The read-write lock: any number of readers or one writer, fair and herd-free.
 //! [`builder`] is the public [`RwLock`](crate::RwLock), [`acquire`] the procedure of a read or
 //! write request, [`guard`] the [`ReadGuard`](crate::ReadGuard) and
-//! [`WriteGuard`](crate::WriteGuard) (release, downgrade), [`layout`] the keys and the rules read
-//! from them.
+//! [`WriteGuard`](crate::WriteGuard) (release, downgrade), [`guarded`] their guarded writes,
+//! [`layout`] the keys and the rules read from them.
 //!
 //! # Keys
 //! For a lock on `KEY`:
@@ -51,4 +51,5 @@
 pub(crate) mod acquire;
 pub(crate) mod builder;
 pub(crate) mod guard;
+pub(crate) mod guarded;
 pub(crate) mod layout;
