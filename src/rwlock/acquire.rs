@@ -210,10 +210,10 @@ impl Acquire {
         let entry = retry::until(self.core.retry_until(), || client.kv_get(&key)).await?;
         let attempt = match (KeyState::of(entry.as_ref()), self.plan.mode) {
             (KeyState::Foreign(flags), _) => return Err(Error::Conflict { key, flags }.into()),
-            (KeyState::Held { session, index }, _) if session != s.id => {
-                // Nobody ahead of us holds it (our line says so): wait for it to change.
-                self.wait_key(index).await?;
-                return Ok(None);
+            // Nobody ahead of us holds it (our line says so): wait for it to change.
+            (KeyState::Held { index, .. }, Mode::Read) => return self.wait_key(index).await.map(|_| None),
+            (KeyState::Held { session, index }, Mode::Write) if session != s.id => {
+                return self.wait_key(index).await.map(|_| None);
             }
             (KeyState::Marker(_), Mode::Read) => return Ok(Some(self.held(s.clone(), &mine, mine.modify_index))),
             (KeyState::Absent, Mode::Read) => {
@@ -228,7 +228,6 @@ impl Acquire {
                 let (body, keys) = (take_body(&key, &self.value, &s.id, expect), [key.as_str()]);
                 retry::until(self.core.retry_until(), || client.txn_lock(body.clone(), &keys)).await?
             }
-            (KeyState::Held { .. }, Mode::Read) => return Ok(None), // our own session (not reachable)
         };
         self.core.attempted();
         match attempt {
