@@ -4,8 +4,8 @@
 //! - an uncontended read cycle and write cycle (`read`/`write` + `release`), on a shared `Session`
 //!   and with a session per cycle;
 //! - a writer handoff among readers: 4 reader tasks loop over read cycles (5 ms holds) while one
-//!   writer takes the lock `handoffs / 4` times; handoff = the writer's enter − the latest reader
-//!   exit before it; requests and Raft writes per write cycle (the writer's requests; every write
+//!   writer takes the lock `handoffs / 4` times; handoff = the writer's enter − the later of its
+//!   request and the latest reader exit before it; requests and Raft writes per write cycle (the writer's requests; every write
 //!   of the run, readers' included, over the writer's cycles).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -74,9 +74,12 @@ async fn handoff_among_readers(ctl: &Ctl, addr: &str, key: &str, writes: usize) 
     let (r0, w0) = (client.request_count(), ctl.applied_index().await);
     let mut samples = Vec::with_capacity(writes);
     for _ in 0..writes {
+        let asked = now_ns();
         let g = lock.write().await.expect("write");
         let enter = now_ns();
-        samples.push((enter - last_exit.load(Ordering::SeqCst)).max(0) as f64 / 1e6);
+        // From when the lock could be ours: the last reader's exit, or our request if none was in.
+        let free = last_exit.load(Ordering::SeqCst).max(asked);
+        samples.push((enter - free).max(0) as f64 / 1e6);
         tokio::time::sleep(Duration::from_millis(2)).await;
         g.release().await.expect("release");
         tokio::time::sleep(Duration::from_millis(10)).await; // let the readers in again
