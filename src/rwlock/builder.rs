@@ -13,7 +13,7 @@ use crate::consul::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 use crate::consul::rwlock_txn::take_body;
 use crate::error::{Error, Result};
 use crate::holder::{Holder, HolderInfo, KvEntry};
-use crate::primitive::settings::Settings;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::rwlock::acquire::{self, Held, Plan};
 use crate::rwlock::guard::{ReadGuard, WriteGuard};
 use crate::rwlock::layout::{self, KeyState, Mode};
@@ -69,58 +69,34 @@ impl RwLock {
         RwLock { key: key.into(), settings: Settings::default(), from_env: OnceLock::new(), max_hold: None }
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.settings.set_client(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
-    /// Default 15 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.set_ttl(ttl);
-        self
-    }
-
-    /// How long `read`/`write` wait for their turn. `Duration::MAX` waits forever. Default 500 ms.
-    /// [`try_read`](Self::try_read) and [`try_write`](Self::try_write) make one attempt whatever
-    /// this is.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.acquire_timeout = timeout;
-        self
-    }
-
-    /// The session's lock-delay, `0 ..= 60 s`: after a writer's session is invalidated while it
-    /// holds, nobody (reader or writer) takes the lock for this long. A reader's death imposes
-    /// none (a reader holds no key others take). Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.settings.set_lock_delay(delay);
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
+        /// Default 15 s.
+        ttl(Duration) => set_ttl;
+        /// How long `read`/`write` wait for their turn. `Duration::MAX` waits forever. Default
+        /// 500 ms. [`try_read`](Self::try_read) and [`try_write`](Self::try_write) make one attempt
+        /// whatever this is.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// The session's lock-delay, `0 ..= 60 s`: after a writer's session is invalidated while it
+        /// holds, nobody (reader or writer) takes the lock for this long. A reader's death imposes
+        /// none (a reader holds no key others take). Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value of our place in line, and of the key while we write (≤ ~383 KiB: it travels
+        /// base64-encoded in a transaction, see [`MAX_TXN_BODY_BYTES`]). Default: JSON
+        /// [`HolderInfo`].
+        value(Vec<u8>) => set_value;
+        /// The session's name. Default `consul-lock rwlock: <key>`.
+        session_name(String) => set_session_name;
+        /// Tie the session to the agent node's health as well as its TTL. Default `false`.
+        node_health_checks(bool) => set_node_checks;
     }
 
     /// Hold for at most this long: at that time the library releases and the guard reports lost.
     /// Default: no limit.
     pub fn max_hold(mut self, limit: Duration) -> Self {
         self.max_hold = Some(limit);
-        self
-    }
-
-    /// The value of our place in line, and of the key while we write (≤ ~383 KiB: it travels
-    /// base64-encoded in a transaction, see [`MAX_TXN_BODY_BYTES`]). Default: JSON [`HolderInfo`].
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.settings.value = Some(value);
-        self
-    }
-
-    /// The session's name. Default `consul-lock rwlock: <key>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.settings.set_session_name(name);
-        self
-    }
-
-    /// Tie the session to the agent node's health as well as its TTL. Default `false`.
-    pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.settings.set_node_checks(yes);
         self
     }
 
