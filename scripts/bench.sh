@@ -5,7 +5,7 @@
 #      python-consul-lock peers against that same agent, interleaved so that machine drift hits all of
 #      them alike: the uncontended cycle in BENCH_PASSES passes (3) of BENCH_PASS_ROUNDS rounds (2) each,
 #      ours / Go / Python in an order that rotates per pass; then contention (ours, Go, Python); then
-#      our scale, election and semaphore parts (the semaphore part runs `consul lock -n`, the Go peer, itself);
+#      our scale, election, semaphore and rwlock parts (the semaphore part runs `consul lock -n`, the Go peer, itself);
 #   3. (unless BENCH_SERVER=0) starts a single non-dev server with a -data-dir (Raft log on disk) and
 #      runs the uncontended-cycle passes of all three again there: the write-path figures.
 # Latency on a shared VM drifts within minutes (fsync latency on the server by several times), so
@@ -206,6 +206,7 @@ fi
 repeats
 ours dev-scale scale
 ours dev-election election
+ours dev-rwlock rwlock
 if [ "$use_peers" = 1 ]; then
   LOCKBENCH_GO_SEMABENCH=$(PEERS_DIR=$peers bash scripts/go-semabench.sh | tail -n 1) || LOCKBENCH_GO_SEMABENCH=
   export LOCKBENCH_GO_SEMABENCH

@@ -37,12 +37,13 @@ pub enum Error {
         key: String,
     },
 
-    /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
-    /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
-    /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
-    // The value is LOCK_FLAGS, written out so that this leaf imports nothing from the Consul
-    // layer (a test in `consul/flags.rs` keeps the two equal).
-    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or 0x2ddccbc058a50c18): is it a semaphore or another primitive's key?")]
+    /// The key belongs to another kind of primitive: for a lock, its `Flags` are neither 0 nor a
+    /// lock's ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's or a read-write lock's key, say;
+    /// for a read-write lock, anything but [`RWLOCK_FLAGS`](crate::RWLOCK_FLAGS). The counterpart
+    /// of Go's `api.ErrLockConflict`. Never retried: nothing of the key was touched.
+    // The values are LOCK_FLAGS and RWLOCK_FLAGS, written out so that this leaf imports nothing
+    // from the Consul layer (a test in `consul/flags.rs` keeps them equal).
+    #[error("key {key:?} belongs to another kind of primitive (its Flags are {flags:#x}; a lock's are 0 or 0x2ddccbc058a50c18, a read-write lock's 0x4b1d57a7e5c09e3a): is it a semaphore, a lock or another primitive's key?")]
     Conflict {
         /// The key.
         key: String,

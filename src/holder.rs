@@ -88,6 +88,11 @@ impl KvEntry {
         self.session.as_deref().filter(|s| !s.is_empty())
     }
 
+    /// The value as stored (decoded from base64); `None` when absent or not valid base64.
+    pub(crate) fn raw_value(&self) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD.decode(self.value.as_deref()?).ok()
+    }
+
     /// Turn a held entry into a [`Holder`]; `None` when no session holds it.
     pub(crate) fn into_holder(self) -> Result<Option<Holder>, String> {
         let Some(session_id) = self.holder_session().map(str::to_owned) else {

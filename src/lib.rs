@@ -10,6 +10,13 @@
 //!   takes many locks (job claiming, sharded work). Cheaper per lock; losing the session loses all.
 //! - [`Semaphore`]: at most N holders of a prefix at once ([`SemaphorePermit`]), Consul's semaphore
 //!   recipe, sharing slots with Go's `api.Semaphore` and `consul lock -n N`.
+//! - [`RwLock`]: many readers or one writer on one key — [`read`](RwLock::read) returns a
+//!   [`ReadGuard`] held alongside other readers, [`write`](RwLock::write) a [`WriteGuard`] held
+//!   alone (with a fencing token); requests are served in arrival order, a writer's release wakes
+//!   exactly the readers behind it, a reader's release nobody until the last one leaves, and a
+//!   writer can [`downgrade`](WriteGuard::downgrade) in place. Its key layout and protocol are in
+//!   the README ("Read-write lock"); a plain lock on its key is refused both ways. Through a shared
+//!   [`Session`] a read cycle is 2 writes.
 //! - [`Election`]: leader election on one key — [`campaign`](Election::campaign) waits until
 //!   elected and returns a [`Leadership`] (fencing [`term`](Leadership::term),
 //!   [`proclaim`](Leadership::proclaim), [`resign`](Leadership::resign)); anyone can read the
@@ -96,7 +103,8 @@
 // downwards:
 //   blocking/, testing      — the blocking mirror; test support
 //   election/               — leader election, built on the lock
-//   lock/, semaphore/, multilock/ — the primitives: public builder, acquire procedure, guard
+//   lock/, semaphore/, multilock/,
+//   rwlock/                 — the primitives: public builder, acquire procedure, guard
 //   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
 //   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
 //   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
@@ -111,6 +119,7 @@ mod metrics;
 mod multilock;
 mod mutex;
 mod primitive;
+mod rwlock;
 mod semaphore;
 mod session;
 mod task;
@@ -120,7 +129,7 @@ pub mod testing;
 
 pub use consul::client::{Client, ClientBuilder};
 pub use consul::endpoints::SessionInfo;
-pub use consul::flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
+pub use consul::flags::{LOCK_FLAGS, RWLOCK_FLAGS, RWLOCK_READ_FLAGS, SEMAPHORE_FLAGS};
 pub use consul::key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 pub use consul::ops::{KvOp, MAX_TXN_OPS};
 pub use election::builder::Election;
@@ -133,6 +142,8 @@ pub use lock::guard::LockGuard;
 pub use multilock::builder::{MultiLock, MAX_MULTI_LOCK_KEYS};
 pub use multilock::guard::MultiLockGuard;
 pub use primitive::settings::DEFAULT_ACQUIRE_TIMEOUT;
+pub use rwlock::builder::{RwLock, RwLockState};
+pub use rwlock::guard::{ReadGuard, WriteGuard};
 pub use semaphore::builder::{Semaphore, SemaphoreState};
 pub use semaphore::permit::SemaphorePermit;
 pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use consul_lock::{blocking, Client, EphemeralLock, Error, LockGuard, Session};
+use consul_lock::{blocking, Client, EphemeralLock, Error, LockGuard, ReadGuard, RwLock, Session, WriteGuard};
 
 fn is_send<T: Send>(_: &T) {}
 fn send_sync<T: Send + Sync>() {}
@@ -19,6 +19,12 @@ fn types_are_send_and_sync() {
     send_sync::<blocking::Client>();
     send_sync::<blocking::EphemeralLock>();
     send_sync::<blocking::LockGuard>();
+    send_sync::<RwLock>();
+    send_sync::<ReadGuard>();
+    send_sync::<WriteGuard>();
+    send_sync::<blocking::RwLock>();
+    send_sync::<blocking::ReadGuard>();
+    send_sync::<blocking::WriteGuard>();
 }
 
 #[test]
@@ -31,6 +37,12 @@ fn futures_are_send() {
     is_send(&lock.release());
     is_send(&EphemeralLock::new("k").run(async {}));
     is_send(&c.holder("k"));
+    let rw = RwLock::new("k").client(c.clone());
+    is_send(&rw.read());
+    is_send(&rw.write());
+    is_send(&rw.try_read());
+    is_send(&rw.try_write());
+    is_send(&c.rw_lock("k"));
     is_send(&Session::new(c, Duration::from_secs(10)));
 }
 

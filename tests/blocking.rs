@@ -159,3 +159,42 @@ async fn spawn_blocking_is_the_way_from_async_code() {
     .unwrap();
     assert_eq!(holder, Some(token));
 }
+
+#[test]
+fn rwlock_readers_share_writers_exclude_and_a_writer_downgrades_without_a_runtime() {
+    use consul_lock::blocking::RwLock;
+    let c = blocking_client();
+    let key = unique("blocking-rw");
+    let mut lock = RwLock::new(&key).client(c.clone()).acquire_timeout(Duration::from_millis(300));
+    let (r1, r2) = (lock.read().unwrap(), lock.read().unwrap());
+    assert!(r1.is_held() && r2.is_held());
+    assert!(lock.try_write().unwrap().is_none());
+    assert!(matches!(lock.write(), Err(Error::NotAcquired { .. })));
+    r1.release().unwrap();
+    drop(r2); // released in the background
+    let mut writer = RwLock::new(&key).client(c.clone()).acquire_timeout(Duration::from_secs(5));
+    let w = writer.write().unwrap();
+    assert!(w.fencing_token() > 0 && !w.lost_timeout(Duration::from_millis(50)));
+    assert!(lock.try_read().unwrap().is_none());
+    let arrival = w.arrival();
+    let r = w.downgrade().unwrap();
+    assert_eq!(r.arrival(), arrival);
+    let other = lock.try_read().unwrap().expect("readers join a downgraded writer");
+    other.release().unwrap();
+    r.release().unwrap();
+    let session = Session::new(&c, Duration::from_secs(15)).unwrap();
+    let bound = session.rw_lock(&key).write().unwrap();
+    bound.release().unwrap();
+    session.destroy().unwrap();
+}
+
+#[test]
+fn rwlock_guards_write_only_while_held() {
+    use consul_lock::blocking::RwLock;
+    let c = blocking_client();
+    let key = unique("blocking-rw-guarded");
+    let w = RwLock::new(&key).client(c.clone()).write().unwrap();
+    w.put(format!("{key}-data"), "v").unwrap();
+    assert!(matches!(w.put(&key, "v"), Err(Error::InvalidConfig(_))));
+    w.release().unwrap();
+}

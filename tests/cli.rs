@@ -434,3 +434,51 @@ fn help_and_version() {
     let out = cli(&["--version"]);
     assert_eq!(stdout(&out).trim(), format!("consul-lock {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn shared_runs_overlap_an_exclusive_run_is_alone_and_status_shows_both() {
+    let (key, dir) = unique("rwlock");
+    let log = dir.join("log");
+    let l = log.display();
+    let reader = |n: u32| format!("echo r{n}-start >> {l}; sleep 2; echo r{n}-end >> {l}");
+    let r1 = spawn(&[&["run", "--shared", &key, "--"][..], &sh(&reader(1))].concat());
+    let r2 = spawn(&[&["run", "-s", &key, "--"][..], &sh(&reader(2))].concat());
+    wait_for_file(&log, "r1-start", LIMIT);
+    wait_for_file(&log, "r2-start", LIMIT);
+    let writer = format!("echo w-start >> {l}; echo token=$CONSUL_LOCK_FENCING_TOKEN >> {l}; echo w-end >> {l}");
+    let w = spawn(&[&["run", "-x", "-q", &key, "--"][..], &sh(&writer)].concat());
+    // The writer queues behind both readers; a shared -n run behind it is refused.
+    let end = Instant::now() + LIMIT;
+    let status = loop {
+        let s = cli(&["status", "--json", &key]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&s)).expect("status --json");
+        if v["waiting"].as_array().is_some_and(|w| w.len() == 1) {
+            assert_eq!(code(&s), 1, "held");
+            break v;
+        }
+        assert!(Instant::now() < end, "the writer never queued: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["rwlock"], true);
+    assert_eq!(status["readers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(status["waiting"][0]["exclusive"], true);
+    let human = cli(&["status", &key]);
+    assert!(stdout(&human).contains("shared by 2 readers"), "{}", stdout(&human));
+    let n = cli(&["run", "-n", "-s", &key, "--", "true"]);
+    assert_eq!(code(&n), 1, "a reader behind a waiting writer does not get in: {}", stderr(&n));
+    for c in [r1, r2, w] {
+        let out = finish(c, LIMIT);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let pos = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} missing from {text}"));
+    assert!(pos("r2-start") < pos("r1-end") && pos("r1-start") < pos("r2-end"), "the readers overlapped: {text}");
+    assert!(pos("w-start") > pos("r1-end") && pos("w-start") > pos("r2-end"), "the writer ran alone: {text}");
+    assert!(text.contains("token=") && !text.contains("token=\n"), "the writer sees its token: {text}");
+    let free = cli(&["status", &key]);
+    assert_eq!(code(&free), 0, "free: {}", stdout(&free));
+    // A plain run on the read-write lock's key is refused, not run.
+    let plain = cli(&["run", "-n", &key, "--", "true"]);
+    assert_ne!(code(&plain), 0);
+    assert!(stderr(&plain).contains("another kind of primitive"), "{}", stderr(&plain));
+}

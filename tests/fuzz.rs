@@ -89,6 +89,27 @@ proptest! {
         }
     }
 
+    /// The read-write lock validates its key (and its line's keys) the same way, in every mode.
+    #[test]
+    fn rwlock_keys_are_validated_before_any_request(key in any_key(), write in any::<bool>()) {
+        let rt = runtime();
+        let c = closed_port_client();
+        let lock = consul_lock::RwLock::new(key.clone()).client(c.clone()).acquire_timeout(Duration::ZERO);
+        let r = match write {
+            true => rt.block_on(lock.try_write()).map(|g| g.is_some()),
+            false => rt.block_on(lock.try_read()).map(|g| g.is_some()),
+        };
+        let s = rt.block_on(c.rw_lock(&key)).map(|s| s.is_some());
+        if key_is_valid(&key) {
+            prop_assert!(matches!(r, Err(Error::Transport(_))), "valid key {:?}: {:?}", key, r);
+            prop_assert!(matches!(s, Err(Error::Transport(_))), "valid key {:?}: {:?}", key, s);
+        } else {
+            prop_assert!(matches!(r, Err(Error::InvalidConfig(_))), "invalid key {:?}: {:?}", key, r);
+            prop_assert!(matches!(s, Err(Error::InvalidConfig(_))), "invalid key {:?}: {:?}", key, s);
+            prop_assert_eq!(c.request_count(), 0, "a request was sent for invalid key {:?}", key);
+        }
+    }
+
     /// TTL, lock-delay and max_hold in milliseconds across their limits.
     #[test]
     fn durations_are_validated_before_any_request(

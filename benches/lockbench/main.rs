@@ -13,6 +13,7 @@
 //! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
 //! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
 //! `election` (failover after resign, requests per handoff, observe latency; election.rs).
+//! `rwlock` (read and write cycles, a writer handoff among readers; rwlock.rs).
 //! `multi` (a multi-lock of n = 2, 8, 32 keys beside n `EphemeralLock`s; a guarded put beside a
 //! plain put; multi.rs).
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
@@ -23,6 +24,7 @@ mod contention;
 mod election;
 mod latency;
 mod multi;
+mod rwlock;
 mod scale;
 mod semaphore;
 mod worker;
@@ -43,7 +45,7 @@ fn main() {
         return;
     }
     let parts: Vec<&str> = if args.is_empty() {
-        vec!["latency", "contend", "scale", "semaphore", "election", "multi"]
+        vec!["latency", "contend", "scale", "semaphore", "election", "multi", "rwlock"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -106,7 +108,8 @@ fn main() {
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
             "election" => rt.block_on(part_election(&cfg)),
             "multi" => rt.block_on(multi::part_multi(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi)"),
+            "rwlock" => rt.block_on(rwlock::part_rwlock(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi, rwlock)"),
         }
         let _ = std::io::stdout().flush();
     }

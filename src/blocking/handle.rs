@@ -70,6 +70,11 @@ impl<P: Driven> Handle<P> {
         self.inner.as_ref()
     }
 
+    /// The runtime thread of the client in use, once one is chosen.
+    pub(super) fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.client.as_ref().map(|c| c.rt.clone())
+    }
+
     /// Whether a call was ever made (a client chosen).
     pub(super) fn used(&self) -> bool {
         self.client.is_some()

@@ -8,8 +8,8 @@
 //!
 //! The names match the async API one to one: [`Client`] / [`ClientBuilder`], [`Session`],
 //! [`EphemeralLock`], [`LockGuard`], [`MultiLock`], [`MultiLockGuard`], [`Semaphore`],
-//! [`SemaphorePermit`], [`Election`], [`Leadership`], [`LeaderWatch`]. The differences, each
-//! because a thread cannot await:
+//! [`SemaphorePermit`], [`RwLock`], [`ReadGuard`], [`WriteGuard`], [`Election`], [`Leadership`],
+//! [`LeaderWatch`]. The differences, each because a thread cannot await:
 //! - `lost()` blocks until the lock (or session) is known lost; `lost_timeout(d)` gives up after
 //!   `d` and says whether it was lost;
 //! - [`EphemeralLock::run`] takes a closure and cannot interrupt it when the lock is lost (a
@@ -38,6 +38,7 @@ mod handle;
 mod lock;
 mod multilock;
 mod runtime;
+mod rwlock;
 mod semaphore;
 mod session;
 
@@ -45,5 +46,6 @@ pub use client::{Client, ClientBuilder};
 pub use election::{Election, LeaderWatch, Leadership};
 pub use lock::{EphemeralLock, LockGuard};
 pub use multilock::{MultiLock, MultiLockGuard};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::Session;

@@ -7,6 +7,7 @@ use super::client::Client;
 use super::election::Election;
 use super::lock::EphemeralLock;
 use super::multilock::MultiLock;
+use super::rwlock::RwLock;
 use super::semaphore::Semaphore;
 use crate::error::Result;
 
@@ -66,6 +67,11 @@ impl Session {
     /// [`crate::Session::semaphore`]).
     pub fn semaphore(&self, prefix: impl Into<String>, limit: u32) -> Semaphore {
         Semaphore::bound(self.inner.semaphore(prefix, limit), self.client.clone())
+    }
+
+    /// A blocking read-write lock on `key` bound to this session (see [`crate::Session::rw_lock`]).
+    pub fn rw_lock(&self, key: impl Into<String>) -> RwLock {
+        RwLock::bound(self.inner.rw_lock(key), self.client.clone())
     }
 
     /// A blocking election on `key` whose campaigns go through this session (see

@@ -110,7 +110,7 @@ pub(crate) enum Txn<T> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct KvOp<'a> {
+pub(crate) struct KvOp<'a> {
     verb: &'a str,
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,30 +123,31 @@ struct KvOp<'a> {
     index: Option<u64>,
 }
 
+/// One KV operation of a `/v1/txn` request (Consul's verbs: `lock`, `unlock`, `cas`, `check-*`, …).
 #[derive(Serialize)]
-struct TxnOp<'a> {
+pub(crate) struct TxnOp<'a> {
     #[serde(rename = "KV")]
     kv: KvOp<'a>,
 }
 
 impl<'a> TxnOp<'a> {
-    fn kv(verb: &'a str, key: &'a str, value: Option<&[u8]>, session: Option<&'a str>) -> Self {
+    pub(crate) fn kv(verb: &'a str, key: &'a str, value: Option<&[u8]>, session: Option<&'a str>) -> Self {
         let value = value.map(|v| base64::engine::general_purpose::STANDARD.encode(v));
         TxnOp { kv: KvOp { verb, key, value, session, flags: None, index: None } }
     }
 
-    fn flags(mut self, flags: u64) -> Self {
+    pub(crate) fn flags(mut self, flags: u64) -> Self {
         self.kv.flags = Some(flags);
         self
     }
 
-    fn index(mut self, index: u64) -> Self {
+    pub(crate) fn index(mut self, index: u64) -> Self {
         self.kv.index = Some(index);
         self
     }
 }
 
-fn txn_body(ops: &[TxnOp<'_>]) -> Vec<u8> {
+pub(crate) fn txn_body(ops: &[TxnOp<'_>]) -> Vec<u8> {
     // Serialising strings cannot fail.
     serde_json::to_vec(ops).unwrap_or_default()
 }
@@ -171,11 +172,7 @@ pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expe
 /// The two operations that take one key: the guard of `expect`, then `lock` with our value and
 /// [`LOCK_FLAGS`](crate::LOCK_FLAGS).
 fn lock_ops<'a>(key: &'a str, value: &[u8], session: &'a str, expect: Expect) -> [TxnOp<'a>; 2] {
-    let guard = match expect {
-        Expect::Absent => TxnOp::kv("check-not-exists", key, None, None),
-        Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
-    };
-    [guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)]
+    [expect.guard(key), TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)]
 }
 
 /// Operations one key of a multi-key lock takes in its acquire transaction (the guard and the
@@ -206,6 +203,16 @@ pub(crate) enum Guarded {
     Written,
     /// Rolled back: a held key is gone or another session's. Nothing was written.
     NotOurs,
+}
+
+impl Expect {
+    /// The `check-not-exists` or `check-index` operation on `key` that requires it.
+    pub(crate) fn guard(self, key: &str) -> TxnOp<'_> {
+        match self {
+            Expect::Absent => TxnOp::kv("check-not-exists", key, None, None),
+            Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
+        }
+    }
 }
 
 /// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
@@ -508,10 +515,20 @@ impl Client {
         }
     }
 
-    /// Fair mode: hold our queue entry `entry` with `session` and list the queue under `queue`, in
-    /// one transaction.
-    pub(crate) async fn txn_enqueue(&self, entry: &str, session: &str, queue: &str) -> Result<Enqueued> {
-        let body = txn_body(&[TxnOp::kv("lock", entry, None, Some(session)), TxnOp::kv("get-tree", queue, None, None)]);
+    /// Hold our queue entry `entry` with `session` (carrying `mark`'s flags and value, if any) and
+    /// list the queue under `queue`, in one transaction.
+    pub(crate) async fn txn_enqueue(
+        &self,
+        entry: &str,
+        session: &str,
+        queue: &str,
+        mark: Option<(u64, &[u8])>,
+    ) -> Result<Enqueued> {
+        let place = match mark {
+            None => TxnOp::kv("lock", entry, None, Some(session)),
+            Some((flags, value)) => TxnOp::kv("lock", entry, Some(value), Some(session)).flags(flags),
+        };
+        let body = txn_body(&[place, TxnOp::kv("get-tree", queue, None, None)]);
         match self.txn::<KvEntry>(body).await {
             Ok(Txn::Committed(entries)) => Ok(Enqueued::Listed(entries)),
             Ok(Txn::RolledBack(what)) if classify(&what) == Said::InvalidSession => Ok(Enqueued::InvalidSession),
@@ -634,7 +651,7 @@ impl Client {
         }
     }
 
-    fn rolled_back(&self, what: String) -> Error {
+    pub(crate) fn rolled_back(&self, what: String) -> Error {
         Error::Consul { address: self.address().to_owned(), status: 409, message: what }
     }
 
@@ -772,7 +789,7 @@ impl Client {
 
 /// Consul 1.8 reports an unknown session as HTTP 500 on some paths: `Ok((status, message))` for
 /// that error, the error itself otherwise.
-fn invalid_session(e: Error) -> std::result::Result<(u16, String), Error> {
+pub(crate) fn invalid_session(e: Error) -> std::result::Result<(u16, String), Error> {
     match e {
         Error::Consul { status, message, .. } if classify(&message) == Said::InvalidSession => Ok((status, message)),
         e => Err(e),

@@ -9,6 +9,16 @@ pub const LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
 /// `api.SemaphoreFlagValue`).
 pub const SEMAPHORE_FLAGS: u64 = 0xe0f6_9a2b_aa41_4de0;
 
+/// `Flags` of a read-write lock's key and of its writers' places in line (this crate's own value;
+/// Go has no read-write lock). A plain lock (ours, Go's `api.Lock`, `consul lock`) that meets a key
+/// with these flags refuses it as another primitive's, and the read-write lock refuses a key with a
+/// lock's or a semaphore's flags: one key is never both.
+pub const RWLOCK_FLAGS: u64 = 0x4b1d_57a7_e5c0_9e3a;
+
+/// `Flags` of a read-write lock reader's place in line (`KEY/.consul-lock-queue/<session>`): a
+/// place with any other flags is a writer's (a plain lock's waiter counts as one).
+pub const RWLOCK_READ_FLAGS: u64 = RWLOCK_FLAGS | 1;
+
 /// Whether a lock may take a key with these flags: ours (or Go's lock), or 0 (a plain key, or one
 /// written before the flags were set).
 pub(crate) fn lockable(flags: u64) -> bool {
@@ -26,11 +36,13 @@ mod tests {
         assert_eq!(SEMAPHORE_FLAGS, 16210313421097356768);
         assert!(lockable(0) && lockable(LOCK_FLAGS));
         assert!(!lockable(SEMAPHORE_FLAGS) && !lockable(1));
+        assert!(!lockable(RWLOCK_FLAGS) && !lockable(RWLOCK_READ_FLAGS) && RWLOCK_READ_FLAGS != RWLOCK_FLAGS);
     }
 
     #[test]
     fn the_conflict_message_names_the_lock_flags() {
         let e = crate::Error::Conflict { key: "k".into(), flags: 1 };
         assert!(e.to_string().contains(&format!("a lock's are 0 or {LOCK_FLAGS:#x}")), "{e}");
+        assert!(e.to_string().contains(&format!("a read-write lock's {RWLOCK_FLAGS:#x}")), "{e}");
     }
 }

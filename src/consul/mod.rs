@@ -4,7 +4,7 @@
 //! the few endpoints the primitives use, each answer classified; [`watch`] the one blocking-query
 //! loop; [`retry`] which failures are retried and how long to back off; [`flags`] and [`key`] the
 //! rules for keys (which primitive a key belongs to, what a valid key is); [`ops`] the KV operations
-//! a guarded write carries. Nothing here imports
+//! a guarded write carries; [`rwlock_txn`] the read-write lock's transactions. Nothing here imports
 //! from the layers above (sessions, primitives).
 
 pub(crate) mod client;
@@ -13,4 +13,5 @@ pub(crate) mod flags;
 pub(crate) mod key;
 pub(crate) mod ops;
 pub(crate) mod retry;
+pub(crate) mod rwlock_txn;
 pub(crate) mod watch;

@@ -1,7 +1,10 @@
 //! The state of one held lock: its fencing token, how it is known lost, and how it is released —
 //! explicitly, on drop (in the background), or as cleanup once lost. Also the crate's one
-//! owner-checked delete with retries ([`delete_if_ours`]).
+//! owner-checked delete with retries ([`delete_if_ours`]). A primitive whose key goes back in
+//! another way than the owner-checked delete (the read-write lock's) gives the hold a [`Giveback`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -41,6 +44,12 @@ async fn release_key(client: &Client, key: &str, session: &str, also: Option<&st
     Ok(released)
 }
 
+/// How a hold gives its key back at release, instead of the owner-checked delete (never used for
+/// the cleanup of a lost hold, which deletes what is still ours). Runs once, in the release's task.
+pub(crate) trait Giveback: Send + Sync + 'static {
+    fn give_back(&self, session: Arc<SessionCore>) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+}
+
 pub(crate) struct Hold {
     pub(crate) key: String,
     pub(crate) session: Arc<SessionCore>,
@@ -54,6 +63,7 @@ pub(crate) struct Hold {
     claim: Mutex<Option<Claim>>,
     /// Fair mode: our entry in the key's queue, deleted with the key at release.
     queue_entry: Mutex<Option<String>>,
+    giveback: Mutex<Option<Arc<dyn Giveback>>>,
     runtime: Handle,
     metrics: metrics::HeldLock,
 }
@@ -91,6 +101,7 @@ impl Hold {
             tasks: Mutex::new(Vec::new()),
             claim: Mutex::new(claim),
             queue_entry: Mutex::new(None),
+            giveback: Mutex::new(None),
             runtime: Handle::current(),
             metrics,
         });
@@ -110,6 +121,30 @@ impl Hold {
     /// Fair mode: the queue entry this hold owns, deleted with the key at release.
     pub(crate) fn set_queue_entry(&self, entry: Option<String>) {
         *lock(&self.queue_entry) = entry;
+    }
+
+    /// Release by `giveback` instead of the owner-checked delete.
+    pub(crate) fn set_giveback(&self, giveback: Arc<dyn Giveback>) {
+        *lock(&self.giveback) = Some(giveback);
+    }
+
+    /// The queue entry this hold owns, if any.
+    pub(crate) fn queue_entry(&self) -> Option<String> {
+        lock(&self.queue_entry).clone()
+    }
+
+    /// End this hold without releasing anything, because its key now lives on in another hold (a
+    /// downgrade): stop its tasks and hand over its in-process claim. `None` when it had already
+    /// ended (released or lost).
+    pub(crate) fn hand_over(&self) -> Option<Option<Claim>> {
+        if self.is_lost() || self.finished.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        self.metrics.finished(&self.session.metrics, false);
+        Some(lock(&self.claim).take())
     }
 
     /// Held: not released, not known lost, and the session's lease deadline not passed.
@@ -207,6 +242,7 @@ impl Hold {
             lost: self.is_lost(),
             claim: lock(&self.claim).take(),
             queue_entry: lock(&self.queue_entry).take(),
+            giveback: lock(&self.giveback).take(),
         })
     }
 }
@@ -245,6 +281,7 @@ struct ReleaseJob {
     lost: bool,
     claim: Option<Claim>,
     queue_entry: Option<String>,
+    giveback: Option<Arc<dyn Giveback>>,
 }
 
 impl ReleaseJob {
@@ -254,6 +291,8 @@ impl ReleaseJob {
         let result = if self.lost {
             // Cleanup was started when the loss was seen; never touch a key that may be someone else's.
             Ok(())
+        } else if let Some(giveback) = self.giveback {
+            giveback.give_back(s.clone()).await
         } else if self.own_session && s.lock_delay.is_zero() {
             // Behavior "delete": destroying our own session deletes exactly the keys it holds, in one
             // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.

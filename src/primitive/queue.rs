@@ -2,7 +2,9 @@
 //! `<key>/.consul-lock-queue/<session>` and each watches only its predecessor, so a release wakes
 //! one waiter instead of all of them (no thundering herd, FIFO turns). Locks use it for contenders
 //! that found the key held (and in [`EphemeralLock::fair`](crate::EphemeralLock::fair) mode for
-//! every acquire); semaphores queue under their coordination key, `PREFIX/.lock/.consul-lock-queue/`.
+//! every acquire); semaphores queue under their coordination key, `PREFIX/.lock/.consul-lock-queue/`;
+//! read-write locks queue every request, each place marked with its mode ([`Mark`]), and choose whom
+//! to watch from [`ahead`] (a reader waits only for writers).
 //!
 //! The queue only orders the attempts: mutual exclusion is still the `lock` transaction on the key
 //! itself (for a semaphore, the check-and-set of its coordination key). A queue entry is held by
@@ -43,22 +45,67 @@ pub(crate) enum Turn {
 
 /// Decide from a listing of the queue of `lock_key` who we wait for.
 pub(crate) fn decide(lock_key: &str, sid: &str, entries: &[KvEntry]) -> Turn {
+    match ahead(lock_key, sid, entries) {
+        None => Turn::Missing,
+        Some((_, before)) => match before.last() {
+            Some(p) => Turn::watch(p),
+            None => Turn::Mine,
+        },
+    }
+}
+
+impl Turn {
+    /// Wait for `e` (a live place in line) to go.
+    pub(crate) fn watch(e: &KvEntry) -> Turn {
+        Turn::Watch {
+            key: e.key.clone(),
+            index: e.modify_index.max(1),
+            created: e.create_index,
+            session: e.holder_session().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// Our own place in the queue of `lock_key` and the live places ahead of it, oldest first; `None`
+/// when our place is not in `entries` (our session was invalidated). A place whose session is
+/// gone (Consul clears it) is nobody's.
+pub(crate) fn ahead<'a>(lock_key: &str, sid: &str, entries: &'a [KvEntry]) -> Option<(&'a KvEntry, Vec<&'a KvEntry>)> {
     let prefix = prefix(lock_key);
     let mine = format!("{prefix}{sid}");
-    let held = |e: &KvEntry| e.holder_session().map(str::to_owned);
-    let Some(me) = entries.iter().find(|e| e.key == mine && held(e).as_deref() == Some(sid)) else {
-        return Turn::Missing;
-    };
-    let pred = entries
+    let me = entries.iter().find(|e| e.key == mine && e.holder_session() == Some(sid))?;
+    let mut before: Vec<&KvEntry> = entries
         .iter()
         .filter(|e| e.key.starts_with(&prefix) && e.key != mine && e.create_index < me.create_index)
-        .filter_map(|e| held(e).map(|s| (e, s)))
-        .max_by_key(|(e, _)| e.create_index);
-    match pred {
-        Some((p, s)) => {
-            Turn::Watch { key: p.key.clone(), index: p.modify_index.max(1), created: p.create_index, session: s }
+        .filter(|e| e.holder_session().is_some())
+        .collect();
+    before.sort_by_key(|e| e.create_index);
+    Some((me, before))
+}
+
+/// The live places in the queue of `lock_key`, oldest first.
+pub(crate) fn places<'a>(lock_key: &str, entries: &'a [KvEntry]) -> Vec<&'a KvEntry> {
+    let prefix = prefix(lock_key);
+    let mut all: Vec<&KvEntry> =
+        entries.iter().filter(|e| e.key.starts_with(&prefix) && e.holder_session().is_some()).collect();
+    all.sort_by_key(|e| e.create_index);
+    all
+}
+
+/// Wait until the entry `key` is no longer `same` (`Ok(Some(entry now))`), starting by blocking on
+/// `index`; `Ok(None)` when the deadline passed first.
+pub(crate) async fn wait_while(
+    client: &Client,
+    key: &str,
+    index: u64,
+    same: impl Fn(Option<&KvEntry>) -> bool,
+    deadline: Option<Instant>,
+) -> Result<Option<Option<KvEntry>>> {
+    let mut watch = Watch::key(client, key).after(index);
+    loop {
+        let Some(entry) = watch.next(deadline).await? else { return Ok(None) };
+        if !same(entry.as_ref()) {
+            return Ok(Some(entry));
         }
-        None => Turn::Mine,
     }
 }
 
@@ -77,6 +124,14 @@ pub(crate) enum Waited {
     PredecessorGone,
     /// Our own entry is gone (our session was invalidated): enqueue again.
     EntryGone,
+}
+
+/// What a place in line carries besides its session: `Flags` and a value (a read-write lock's mode
+/// and holder info). A lock's and a semaphore's places carry none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark<'a> {
+    pub(crate) flags: u64,
+    pub(crate) value: &'a [u8],
 }
 
 /// Our place in the queue of one key. Dropping it while armed deletes the entry in the background
@@ -107,8 +162,20 @@ impl Place {
         sid: &str,
         deadline: Instant,
     ) -> Result<Option<Place>> {
+        Self::enqueue_marked(client, lock_key, sid, None, deadline).await
+    }
+
+    /// [`enqueue`](Self::enqueue) with a place that carries `mark`.
+    pub(crate) async fn enqueue_marked(
+        client: &Client,
+        lock_key: &str,
+        sid: &str,
+        mark: Option<Mark<'_>>,
+        deadline: Instant,
+    ) -> Result<Option<Place>> {
         let (queue, mine) = (prefix(lock_key), format!("{}{sid}", prefix(lock_key)));
-        match retry::until(deadline, || client.txn_enqueue(&mine, sid, &queue)).await? {
+        let mark = mark.map(|m| (m.flags, m.value));
+        match retry::until(deadline, || client.txn_enqueue(&mine, sid, &queue, mark)).await? {
             Enqueued::InvalidSession => Ok(None),
             Enqueued::Listed(entries) => Ok(Some(Place {
                 client: client.clone(),
@@ -149,7 +216,7 @@ impl Place {
     }
 
     /// The queue now (the enqueue's own listing the first time); `None` when the deadline passed.
-    async fn listing(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<KvEntry>>> {
+    pub(crate) async fn listing(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<KvEntry>>> {
         if let Some(e) = self.fresh.take() {
             return Ok(Some(e));
         }
@@ -184,15 +251,10 @@ impl Place {
             Turn::Missing => return Ok(Some(Waited::EntryGone)),
             Turn::Watch { key, index, created, session } => (key, index, created, session),
         };
-        let mut watch = Watch::key(&self.client, &wkey).after(index);
-        loop {
-            let Some(entry) = watch.next(deadline).await? else { return Ok(None) };
-            let same =
-                entry.is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()));
-            if !same {
-                return Ok(Some(Waited::PredecessorGone));
-            }
-        }
+        let same = |e: Option<&KvEntry>| {
+            e.is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()))
+        };
+        Ok(wait_while(&self.client, &wkey, index, same, deadline).await?.map(|_| Waited::PredecessorGone))
     }
 
     /// Acquired: the entry now lives as long as the hold and is deleted by its release.

@@ -104,10 +104,15 @@ Examples:
   consul-lock run --limit 3 jobs/encoder -- ./encode.sh   # at most 3 at once in the fleet
   consul-lock run accounts/17 --also accounts/42 -- ./transfer   # both keys, atomically
 
+  consul-lock run -s datasets/users -- ./report.sh         # shared: readers run together
+  consul-lock run -x datasets/users -- ./migrate.sh        # exclusive: alone, after them
+
 The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and
 CONSUL_LOCK_HELD=true. With --limit N, KEY is a semaphore prefix shared with `consul lock -n N`
 (CONSUL_LOCK_KEY is then our contender key PREFIX/<session>). With --also, every key is taken
-in one Consul transaction or none (CONSUL_LOCK_KEY: the sorted keys, one per line).
+in one Consul transaction or none (CONSUL_LOCK_KEY: the sorted keys, one per line). With --shared
+or --exclusive, KEY is a read-write lock (requests are served in arrival order; a plain lock on KEY
+is refused).
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
@@ -160,6 +165,14 @@ pub(crate) struct RunArgs {
     #[arg(long = "also", value_name = "KEY2", conflicts_with = "limit")]
     pub(crate) also: Vec<String>,
 
+    /// Take KEY as a read-write lock, shared: with other --shared runs, never with an --exclusive one (flock -s)
+    #[arg(short = 's', long, conflicts_with_all = ["exclusive", "limit", "also"])]
+    pub(crate) shared: bool,
+
+    /// Take KEY as a read-write lock, exclusive: alone, after the --shared runs that arrived first (flock -x)
+    #[arg(short = 'x', long, conflicts_with_all = ["limit", "also"])]
+    pub(crate) exclusive: bool,
+
     /// The Consul KV key to lock, e.g. jobs/nightly-report (with --limit: the semaphore's prefix)
     #[arg(value_name = "KEY")]
     pub(crate) key: String,
@@ -177,7 +190,8 @@ Examples:
   consul-lock status jobs/backup --json | jq -r .hostname   # who holds it?
   CONSUL_HTTP_ADDR=unix:///run/consul/http.sock consul-lock status jobs/backup")]
 pub(crate) struct StatusArgs {
-    /// The Consul KV key of the lock, or a semaphore's prefix (told apart by PREFIX/.lock's flags)
+    /// The Consul KV key of the lock, a read-write lock (told apart by its flags), or a semaphore's
+    /// prefix (told apart by PREFIX/.lock's flags)
     #[arg(value_name = "KEY")]
     pub(crate) key: String,
 

@@ -1,12 +1,12 @@
-//! `consul-lock run [--limit N | --also KEY2…] KEY -- CMD...`: wait for the lock, a semaphore slot
-//! or every key of a set (showing progress), run the command under it, release it once the command
-//! has exited, and exit with the command's code.
+//! `consul-lock run [--limit N | --also KEY2… | --shared | --exclusive] KEY -- CMD...`: wait for
+//! the lock, a semaphore slot, every key of a set or a read-write lock (showing progress), run the
+//! command under it, release it once the command has exited, and exit with the command's code.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use consul_lock::{Client, EphemeralLock, Error, MultiLock, Semaphore};
+use consul_lock::{Client, EphemeralLock, Error, MultiLock, RwLock, Semaphore};
 
 use crate::cli::RunArgs;
 use crate::exit::{self, Failure};
@@ -96,6 +96,23 @@ async fn take(client: &Client, args: &RunArgs, timeout: Duration) -> consul_lock
     }
     if !args.also.is_empty() {
         return take_set(client, args, timeout).await;
+    }
+    if args.shared || args.exclusive {
+        let mut lock = RwLock::new(args.key.clone())
+            .client(client.clone())
+            .ttl(args.ttl)
+            .lock_delay(args.lock_delay)
+            .acquire_timeout(timeout);
+        if let Some(v) = value {
+            lock = lock.value(v);
+        }
+        if let Some(n) = &args.name {
+            lock = lock.session_name(n.clone());
+        }
+        return match args.exclusive {
+            true => lock.write().await.map(Held::Write),
+            false => lock.read().await.map(Held::Read),
+        };
     }
     let mut lock = EphemeralLock::new(args.key.clone())
         .client(client.clone())

@@ -1,5 +1,6 @@
 //! `consul-lock status KEY [--json]`: who holds a lock — or, when KEY is a semaphore's prefix (its
-//! `KEY/.lock` carries the semaphore flags), its limit and holders — for humans or scripts.
+//! `KEY/.lock` carries the semaphore flags), its limit and holders; when KEY is a read-write lock
+//! (its flags say so), the writer or the readers and who waits — for humans or scripts.
 
 use serde::Serialize;
 
@@ -156,8 +157,89 @@ impl SemaphoreReport {
     }
 }
 
+/// A read-write lock's state. Also the `--json` schema for read-write locks (stable field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct RwReport {
+    pub(crate) key: String,
+    pub(crate) rwlock: bool,
+    /// A writer or at least one reader holds it.
+    pub(crate) held: bool,
+    pub(crate) writer: Option<Report>,
+    pub(crate) readers: Vec<Report>,
+    /// In arrival order.
+    pub(crate) waiting: Vec<Waiter>,
+}
+
+/// A request waiting for a read-write lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Waiter {
+    pub(crate) exclusive: bool,
+    #[serde(flatten)]
+    pub(crate) report: Report,
+}
+
+impl RwReport {
+    /// `None` when `key` is not a read-write lock's (another primitive's, or unused).
+    async fn read(client: &Client, key: &str) -> Result<Option<RwReport>, Failure> {
+        let fail = |e: Error| Failure::from_lib(exit::ERROR, &e, client.address());
+        let state = match client.rw_lock(key).await {
+            Ok(Some(s)) => s,
+            Ok(None) | Err(Error::Conflict { .. } | Error::InvalidConfig(_)) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        let writer = match &state.writer {
+            Some(w) => Some(holder_report(client, key, w).await?),
+            None => None,
+        };
+        let mut readers = Vec::with_capacity(state.readers.len());
+        for r in &state.readers {
+            let mut r = holder_report(client, key, r).await?;
+            r.fencing_token = None; // a reader's place index is no token
+            readers.push(r);
+        }
+        let mut waiting = Vec::with_capacity(state.waiting.len());
+        for (exclusive, w) in &state.waiting {
+            let mut report = holder_report(client, key, w).await?;
+            (report.held, report.fencing_token) = (false, None);
+            waiting.push(Waiter { exclusive: *exclusive, report });
+        }
+        let held = writer.is_some() || !readers.is_empty();
+        Ok(Some(RwReport { key: key.to_owned(), rwlock: true, held, writer, readers, waiting }))
+    }
+
+    fn print_human(&self) {
+        match (&self.writer, self.readers.len()) {
+            (Some(w), _) => say!("{}: read-write lock, held exclusively by {}", self.key, w.holder_line()),
+            (None, 0) => say!("{}: read-write lock, free", self.key),
+            (None, n) => say!("{}: read-write lock, shared by {n} reader{}", self.key, if n == 1 { "" } else { "s" }),
+        }
+        for r in &self.readers {
+            say!("  reader  {}", r.holder_line());
+        }
+        for w in &self.waiting {
+            say!("  waits   {} {}", if w.exclusive { "exclusive" } else { "shared   " }, w.report.holder_line());
+        }
+    }
+}
+
+/// The report of one holder (or waiter) of `key`, with its session.
+async fn holder_report(client: &Client, key: &str, h: &Holder) -> Result<Report, Failure> {
+    let session = client.session_info(&h.session_id).await;
+    let session = session.map_err(|e| Failure::from_lib(exit::ERROR, &e, client.address()))?;
+    Ok(Report::new(key, Some(h), session.as_ref()))
+}
+
 /// Exit 0 when free (a semaphore: a slot is free), 1 when held (all slots taken), 2 on error.
 pub(crate) async fn status(client: &Client, key: &str, json: bool) -> Result<i32, Failure> {
+    if let Some(rw) = RwReport::read(client, key).await? {
+        if json {
+            let out = serde_json::to_string(&rw).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+            say!("{out}");
+        } else {
+            rw.print_human();
+        }
+        return Ok(if rw.held { 1 } else { 0 });
+    }
     if let Some(sem) = SemaphoreReport::read(client, key).await? {
         if json {
             let out = serde_json::to_string(&sem).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
