@@ -14,7 +14,8 @@
 //! lock-delay 15 s), `delay0` (the same with `lock_delay(0)`), `seed` (what `consul_lock.EphemeralLock`
 //! asks of the crate: `lock_delay(0)`, one attempt (`acquire_timeout(0)`), `max_hold(180 s)`),
 //! `shared` (`session.lock(key)` on one shared `Session`). `requests` is `Client::request_count()`
-//! over the cycles divided by their number, read after the background session destroys landed.
+//! over the timed cycles divided by their number, read after the background session destroys landed;
+//! each batch starts with 5 untimed cycles (`shared`: on a session made for the batch).
 //!
 //! Usage: `rust_cycle http://127.0.0.1:8500` (then commands on stdin; `quit` or end of input ends).
 
@@ -22,6 +23,9 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use consul_lock::{Client, EphemeralLock, Session};
+
+/// After the warm-up and after the timed cycles: background session destroys land before counting.
+const SETTLE: Duration = Duration::from_millis(200);
 
 fn lock(client: &Client, scenario: &str) -> Option<EphemeralLock> {
     let key = format!("bench/py/rust/{scenario}");
@@ -34,36 +38,55 @@ fn lock(client: &Client, scenario: &str) -> Option<EphemeralLock> {
     })
 }
 
-async fn cycles(client: &Client, session: &mut Option<Session>, scenario: &str, n: usize) -> Result<Vec<f64>, String> {
+async fn cycles(client: &Client, session: Option<&Session>, scenario: &str, n: usize) -> Result<Vec<f64>, String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        if scenario == "shared" {
-            if session.as_ref().is_none_or(|s| !s.is_alive()) {
-                let s = Session::with_lock_delay(client.clone(), Duration::from_secs(15), Duration::ZERO)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                *session = Some(s);
-                continue; // not a cycle: set-up
+        match session {
+            Some(s) => {
+                let g = s.lock("bench/py/rust/shared").hold().await.map_err(|e| e.to_string())?;
+                g.release().await.map_err(|e| e.to_string())?;
             }
-            let s = session.as_ref().ok_or("no session")?;
-            let g = s.lock("bench/py/rust/shared").hold().await.map_err(|e| e.to_string())?;
-            g.release().await.map_err(|e| e.to_string())?;
-        } else {
-            let l = lock(client, scenario).ok_or_else(|| format!("unknown scenario {scenario:?}"))?;
-            let g = l.hold().await.map_err(|e| e.to_string())?;
-            g.release().await.map_err(|e| e.to_string())?;
+            None => {
+                let l = lock(client, scenario).ok_or_else(|| format!("unknown scenario {scenario:?}"))?;
+                let g = l.hold().await.map_err(|e| e.to_string())?;
+                g.release().await.map_err(|e| e.to_string())?;
+            }
         }
         out.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(out)
 }
 
+/// One batch: (`shared`: a fresh session first, destroyed after the count) a short warm-up, `n`
+/// timed cycles, then requests per cycle once the background destroys landed.
+async fn batch(client: &Client, scenario: &str, n: usize) -> Result<(Vec<f64>, f64), String> {
+    let session = match scenario {
+        // A session per batch, as the Python bench does (the peer benchmark between two batches
+        // destroys every session on the agent).
+        "shared" => Some(
+            Session::with_lock_delay(client.clone(), Duration::from_secs(15), Duration::ZERO)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    cycles(client, session.as_ref(), scenario, 5).await?;
+    tokio::time::sleep(SETTLE).await;
+    let r0 = client.request_count();
+    let ms = cycles(client, session.as_ref(), scenario, n).await?;
+    tokio::time::sleep(SETTLE).await;
+    let requests = (client.request_count() - r0) as f64 / ms.len().max(1) as f64;
+    if let Some(s) = session {
+        s.destroy().await.map_err(|e| e.to_string())?;
+    }
+    Ok((ms, requests))
+}
+
 fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:8500".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let client = Client::builder().address(addr).build().expect("client");
-    let mut session: Option<Session> = None;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
@@ -76,18 +99,7 @@ fn main() {
             break;
         }
         let n = n.unwrap_or(100);
-        let answer = rt.block_on(async {
-            // Warm: a shared session made before the count starts.
-            if scenario == "shared" && session.as_ref().is_none_or(|s| !s.is_alive()) {
-                cycles(&client, &mut session, scenario, 1).await?;
-            }
-            let r0 = client.request_count();
-            let ms = cycles(&client, &mut session, scenario, n).await?;
-            // Let the background session destroys land before counting.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let requests = (client.request_count() - r0) as f64 / ms.len().max(1) as f64;
-            Ok::<_, String>((ms, requests))
-        });
+        let answer = rt.block_on(batch(&client, scenario, n));
         let json = match answer {
             Ok((ms, requests)) => {
                 let list: Vec<String> = ms.iter().map(|v| format!("{v:.4}")).collect();
@@ -98,8 +110,5 @@ fn main() {
         if writeln!(stdout, "{json}").and_then(|()| stdout.flush()).is_err() {
             break;
         }
-    }
-    if let Some(s) = session.take() {
-        let _ = rt.block_on(s.destroy());
     }
 }
