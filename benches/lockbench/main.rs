@@ -13,6 +13,8 @@
 //! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
 //! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
 //! `election` (failover after resign, requests per handoff, observe latency; election.rs).
+//! `multi` (a multi-lock of n = 2, 8, 32 keys beside n `EphemeralLock`s; a guarded put beside a
+//! plain put; multi.rs).
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
@@ -20,6 +22,7 @@ mod common;
 mod contention;
 mod election;
 mod latency;
+mod multi;
 mod scale;
 mod semaphore;
 mod worker;
@@ -40,7 +43,7 @@ fn main() {
         return;
     }
     let parts: Vec<&str> = if args.is_empty() {
-        vec!["latency", "contend", "scale", "semaphore", "election"]
+        vec!["latency", "contend", "scale", "semaphore", "election", "multi"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -102,7 +105,8 @@ fn main() {
             "scale" => rt.block_on(part_scale(&cfg)),
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
             "election" => rt.block_on(part_election(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election)"),
+            "multi" => rt.block_on(multi::part_multi(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi)"),
         }
         let _ = std::io::stdout().flush();
     }

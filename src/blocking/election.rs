@@ -214,3 +214,5 @@ impl LeaderWatch {
         result
     }
 }
+
+super::guarded::blocking_guarded_writes!(Leadership, "Leadership");

@@ -34,6 +34,13 @@ impl Driven for crate::Semaphore {
     }
 }
 
+impl Driven for crate::MultiLock {
+    const WHAT: &'static str = "multi-lock";
+    fn with_client(self, client: crate::Client) -> Self {
+        self.client(client)
+    }
+}
+
 /// The async builder (absent only after a stopped runtime thread dropped it) and the client.
 #[derive(Debug)]
 pub(super) struct Handle<P> {
@@ -131,3 +138,61 @@ where
 pub(super) async fn held_lost<H: Held>(held: Arc<H>) {
     held.wait_lost().await
 }
+
+/// The methods of a blocking builder that holds (`hold`, `acquire`, `release`, `is_held`, `lost`,
+/// `lost_timeout`), written once over its `handle: Handle<_>`; each builder invokes it with its own
+/// docs for every method. `guard` is the blocking guard (fields `inner`, `rt`), `held` the async
+/// builder's accessor of its current hold.
+macro_rules! blocking_holding_methods {
+    (
+        guard: $guard:ident, held: $held:ident;
+        $(#[$hold:meta])* hold;
+        $(#[$acquire:meta])* acquire;
+        $(#[$release:meta])* release;
+        $(#[$is_held:meta])* is_held;
+        $(#[$lost:meta])* lost;
+        $(#[$lost_timeout:meta])* lost_timeout;
+    ) => {
+        $(#[$hold])*
+        pub fn hold(mut self) -> Result<$guard> {
+            let (inner, client) = self.handle.parts()?;
+            let inner = client.rt.block_on(inner.hold())??;
+            Ok($guard { inner, rt: client.rt.clone() })
+        }
+
+        $(#[$acquire])*
+        pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
+            self.handle.call(move |mut inner| async move {
+                let r = inner.acquire(fail_hard).await;
+                (inner, r)
+            })
+        }
+
+        $(#[$release])*
+        pub fn release(&mut self) -> Result<()> {
+            if !self.handle.used() {
+                return Ok(()); // never acquired
+            }
+            self.handle.call(|mut inner| async move {
+                let r = inner.release().await;
+                (inner, r)
+            })
+        }
+
+        $(#[$is_held])*
+        pub fn is_held(&self) -> bool {
+            self.handle.get().is_some_and(|p| p.is_held())
+        }
+
+        $(#[$lost])*
+        pub fn lost(&self) {
+            self.handle.lost(self.handle.get().and_then(|p| p.$held()), None);
+        }
+
+        $(#[$lost_timeout])*
+        pub fn lost_timeout(&self, timeout: Duration) -> bool {
+            self.handle.lost(self.handle.get().and_then(|p| p.$held()), Some(timeout))
+        }
+    };
+}
+pub(super) use blocking_holding_methods;

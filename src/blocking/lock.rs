@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::handle::{held_lost, wait_lost, Handle};
+use super::handle::{blocking_holding_methods, held_lost, wait_lost, Handle};
 use super::runtime::Runtime;
 use crate::error::{Error, Result};
 
@@ -79,62 +79,37 @@ impl EphemeralLock {
         self.handle.get().map_or("", |l| l.key())
     }
 
-    /// Take the lock, waiting up to the acquire timeout (see [`crate::EphemeralLock::hold`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::hold`].
-    pub fn hold(mut self) -> Result<LockGuard> {
-        let (lock, client) = self.handle.parts()?;
-        let guard = client.rt.block_on(lock.hold())??;
-        Ok(LockGuard { inner: guard, rt: client.rt.clone() })
-    }
-
-    /// Take the lock; `Ok(false)` on timeout unless `fail_hard` (see
-    /// [`crate::EphemeralLock::acquire`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::acquire`].
-    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        self.handle.call(move |mut lock| async move {
-            let r = lock.acquire(fail_hard).await;
-            (lock, r)
-        })
-    }
-
-    /// Release if held (see [`crate::EphemeralLock::release`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::release`].
-    pub fn release(&mut self) -> Result<()> {
-        if !self.handle.used() {
-            return Ok(()); // never acquired
-        }
-        self.handle.call(|mut lock| async move {
-            let r = lock.release().await;
-            (lock, r)
-        })
-    }
-
-    /// `true` while this lock holds its key.
-    pub fn is_held(&self) -> bool {
-        self.handle.get().is_some_and(|l| l.is_held())
+    blocking_holding_methods! {
+        guard: LockGuard, held: current_hold;
+        /// Take the lock, waiting up to the acquire timeout (see [`crate::EphemeralLock::hold`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::hold`].
+        hold;
+        /// Take the lock; `Ok(false)` on timeout unless `fail_hard` (see
+        /// [`crate::EphemeralLock::acquire`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::acquire`].
+        acquire;
+        /// Release if held (see [`crate::EphemeralLock::release`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::release`].
+        release;
+        /// `true` while this lock holds its key.
+        is_held;
+        /// Block until the lock held by this value is known lost (see [`crate::EphemeralLock::lost`]);
+        /// at once when it holds nothing.
+        lost;
+        /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if the lock is lost (or nothing
+        /// is held), `false` if it is still held when `timeout` ends.
+        lost_timeout;
     }
 
     /// The fencing token while held.
     pub fn fencing_token(&self) -> Option<u64> {
         self.handle.get().and_then(|l| l.fencing_token())
-    }
-
-    /// Block until the lock held by this value is known lost (see [`crate::EphemeralLock::lost`]);
-    /// at once when it holds nothing.
-    pub fn lost(&self) {
-        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), None);
-    }
-
-    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if the lock is lost (or nothing
-    /// is held), `false` if it is still held when `timeout` ends.
-    pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        self.handle.lost(self.handle.get().and_then(|l| l.current_hold()), Some(timeout))
     }
 
     /// Acquire (failing hard), run `f`, release. `f` is not interrupted if the lock is lost while
@@ -213,3 +188,5 @@ impl LockGuard {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(LockGuard, "LockGuard");

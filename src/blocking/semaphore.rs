@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::handle::{held_lost, wait_lost, Handle};
+use super::handle::{blocking_holding_methods, held_lost, wait_lost, Handle};
 use super::lock::setters;
 use super::runtime::Runtime;
 use crate::error::Result;
@@ -59,59 +59,34 @@ impl Semaphore {
         self.handle.get().map_or("", |s| s.prefix())
     }
 
-    /// Take a slot, waiting up to the acquire timeout (see [`crate::Semaphore::hold`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::hold`].
-    pub fn hold(mut self) -> Result<SemaphorePermit> {
-        let (sem, client) = self.handle.parts()?;
-        let inner = client.rt.block_on(sem.hold())??;
-        Ok(SemaphorePermit { inner, rt: client.rt.clone() })
-    }
-
-    /// Take a slot; `Ok(false)` on timeout unless `fail_hard` (see [`crate::Semaphore::acquire`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::acquire`].
-    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        self.handle.call(move |mut sem| async move {
-            let r = sem.acquire(fail_hard).await;
-            (sem, r)
-        })
-    }
-
-    /// Give the slot back if held (see [`crate::Semaphore::release`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::release`].
-    pub fn release(&mut self) -> Result<()> {
-        if !self.handle.used() {
-            return Ok(()); // never acquired
-        }
-        self.handle.call(|mut sem| async move {
-            let r = sem.release().await;
-            (sem, r)
-        })
-    }
-
-    /// `true` while this value holds a slot.
-    pub fn is_held(&self) -> bool {
-        self.handle.get().is_some_and(|s| s.is_held())
+    blocking_holding_methods! {
+        guard: SemaphorePermit, held: current_permit;
+        /// Take a slot, waiting up to the acquire timeout (see [`crate::Semaphore::hold`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::hold`].
+        hold;
+        /// Take a slot; `Ok(false)` on timeout unless `fail_hard` (see [`crate::Semaphore::acquire`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::acquire`].
+        acquire;
+        /// Give the slot back if held (see [`crate::Semaphore::release`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::release`].
+        release;
+        /// `true` while this value holds a slot.
+        is_held;
+        /// Block until the slot held by this value is known lost; at once when it holds none.
+        lost;
+        /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing held).
+        lost_timeout;
     }
 
     /// The token while held.
     pub fn token(&self) -> Option<u64> {
         self.handle.get().and_then(|s| s.token())
-    }
-
-    /// Block until the slot held by this value is known lost; at once when it holds none.
-    pub fn lost(&self) {
-        self.handle.lost(self.handle.get().and_then(|s| s.current_permit()), None);
-    }
-
-    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing held).
-    pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        self.handle.lost(self.handle.get().and_then(|s| s.current_permit()), Some(timeout))
     }
 }
 
@@ -170,3 +145,5 @@ impl SemaphorePermit {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(SemaphorePermit, "SemaphorePermit");

@@ -12,7 +12,7 @@ use crate::election::leader_watch::{Leader, LeaderWatch};
 use crate::election::leadership::Leadership;
 use crate::error::Result;
 use crate::lock::builder::EphemeralLock;
-use crate::primitive::settings::Settings;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::session::shared::Session;
 
 /// Leader election on one key: candidates [`campaign`](Election::campaign) with a value (say, their
@@ -80,39 +80,22 @@ impl Election {
         Election { key, settings }
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at each call (on an election
-    /// from [`Session::election`], the session's client).
-    pub fn client(mut self, client: Client) -> Self {
-        self.settings.set_client(client);
-        self
-    }
-
-    /// Session TTL of a campaign (see [`EphemeralLock::ttl`]). Default 15 s. On an election from
-    /// [`Session::election`] this, [`lock_delay`](Self::lock_delay) and
-    /// [`session_name`](Self::session_name) are the session's: the first campaign rejects them.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.set_ttl(ttl);
-        self
-    }
-
-    /// Lock-delay after a leader's session is invalidated without resigning (see
-    /// [`EphemeralLock::lock_delay`]). Resigning never triggers it. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.settings.set_lock_delay(delay);
-        self
-    }
-
-    /// The campaign session's name. Default `consul-lock: <key>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.settings.set_session_name(name);
-        self
-    }
-
-    /// How long [`campaign`](Self::campaign) waits to be elected. Default `Duration::MAX`: until
-    /// elected. `Duration::ZERO` makes one attempt.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.acquire_timeout = timeout;
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at each call (on an election
+        /// from [`Session::election`], the session's client).
+        client(Client) => set_client;
+        /// Session TTL of a campaign (see [`EphemeralLock::ttl`]). Default 15 s. On an election from
+        /// [`Session::election`] this, [`lock_delay`](Self::lock_delay) and
+        /// [`session_name`](Self::session_name) are the session's: the first campaign rejects them.
+        ttl(Duration) => set_ttl;
+        /// Lock-delay after a leader's session is invalidated without resigning (see
+        /// [`EphemeralLock::lock_delay`]). Resigning never triggers it. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The campaign session's name. Default `consul-lock: <key>`.
+        session_name(String) => set_session_name;
+        /// How long [`campaign`](Self::campaign) waits to be elected. Default `Duration::MAX`: until
+        /// elected. `Duration::ZERO` makes one attempt.
+        acquire_timeout(Duration) => set_acquire_timeout;
     }
 
     /// The election's key.

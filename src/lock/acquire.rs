@@ -211,7 +211,8 @@ impl Acquire {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
-        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone())).await?)
+        let keys = [plan.key.as_str()];
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys)).await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {

@@ -14,7 +14,7 @@ use crate::lock::acquire::{self, Plan};
 use crate::lock::guard::LockGuard;
 use crate::primitive::hold::Hold;
 use crate::primitive::holding::{holding_methods, Holding};
-use crate::primitive::settings::Settings;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::session::lifecycle::SessionCore;
 use crate::session::shared::Session;
 
@@ -71,53 +71,35 @@ impl EphemeralLock {
         Self::with_settings(key, Settings::bound(session))
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.settings.set_client(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s`. Renewed every TTL/2 while waiting and holding; a holder that
-    /// cannot renew for a TTL considers the lock lost. Default 15 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.set_ttl(ttl);
-        self
-    }
-
-    /// How long `hold`/`acquire` wait while someone else holds the key. `Duration::ZERO` makes one
-    /// attempt and does not wait: with its own session it reads the key first, so a key held by
-    /// another costs that one read (no session is made) and a free one a read more than a waiting
-    /// acquire. `Duration::MAX` waits forever. Default 500 ms.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.acquire_timeout = timeout;
-        self
-    }
-
-    /// Consul's lock-delay, `0 ..= 60 s`: after a holder's session is invalidated (expired,
-    /// destroyed) while holding, nobody can take the key for this long. A normal release never
-    /// triggers it. Zero also makes release one write. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.settings.set_lock_delay(delay);
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s`. Renewed every TTL/2 while waiting and holding; a holder that
+        /// cannot renew for a TTL considers the lock lost. Default 15 s.
+        ttl(Duration) => set_ttl;
+        /// How long `hold`/`acquire` wait while someone else holds the key. `Duration::ZERO` makes one
+        /// attempt and does not wait: with its own session it reads the key first, so a key held by
+        /// another costs that one read (no session is made) and a free one a read more than a waiting
+        /// acquire. `Duration::MAX` waits forever. Default 500 ms.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// Consul's lock-delay, `0 ..= 60 s`: after a holder's session is invalidated (expired,
+        /// destroyed) while holding, nobody can take the key for this long. A normal release never
+        /// triggers it. Zero also makes release one write. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value written into the key while held (≤ ~383 KiB, see [`MAX_TXN_BODY_BYTES`]).
+        /// Default: JSON [`HolderInfo`] (hostname, pid, acquired-at, session name, crate version).
+        value(Vec<u8>) => set_value;
+        /// The session's name, shown by `consul` tooling. Default `consul-lock: <key>`.
+        session_name(String) => set_session_name;
+        /// Tie the session to the agent node's health (`serfHealth`) as well as its TTL. Default
+        /// `false`: the lock lives and dies with this process's renewals only.
+        node_health_checks(bool) => set_node_checks;
     }
 
     /// Hold for at most this long: at that time the library releases the key and the guard reports
     /// lost. Default: no limit.
     pub fn max_hold(mut self, limit: Duration) -> Self {
         self.max_hold = Some(limit);
-        self
-    }
-
-    /// The value written into the key while held (≤ ~383 KiB, see [`MAX_TXN_BODY_BYTES`]).
-    /// Default: JSON [`HolderInfo`] (hostname, pid, acquired-at, session name, crate version).
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.settings.value = Some(value);
-        self
-    }
-
-    /// The session's name, shown by `consul` tooling. Default `consul-lock: <key>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.settings.set_session_name(name);
         self
     }
 
@@ -133,13 +115,6 @@ impl EphemeralLock {
     /// Modes can be mixed on one key; exclusion never depends on them. Default `false`.
     pub fn fair(mut self, yes: bool) -> Self {
         self.fair = yes;
-        self
-    }
-
-    /// Tie the session to the agent node's health (`serfHealth`) as well as its TTL. Default
-    /// `false`: the lock lives and dies with this process's renewals only.
-    pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.settings.set_node_checks(yes);
         self
     }
 

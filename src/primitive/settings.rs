@@ -63,6 +63,14 @@ impl Settings {
         self.client = Some(client);
     }
 
+    pub(crate) fn set_acquire_timeout(&mut self, timeout: Duration) {
+        self.acquire_timeout = timeout;
+    }
+
+    pub(crate) fn set_value(&mut self, value: Vec<u8>) {
+        self.value = Some(value);
+    }
+
     pub(crate) fn set_ttl(&mut self, ttl: Duration) {
         self.ttl = ttl;
         self.session_setting("ttl");
@@ -125,6 +133,20 @@ impl Settings {
         self.shared.clone()
     }
 }
+
+/// The setters of a builder's [`Settings`] (a `settings` field), written once; each builder invokes
+/// it with its own docs for each setter, so that they speak of its own primitive:
+/// `settings_setters! { /// docs… ttl(Duration) => set_ttl; … }`.
+macro_rules! settings_setters {
+    ($($(#[$doc:meta])* $name:ident($ty:ty) => $set:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.settings.$set(value);
+            self
+        }
+    )*};
+}
+pub(crate) use settings_setters;
 
 /// A default session name cut to Consul's limit at a character boundary, ending in `…` when cut.
 fn fit_name(name: String) -> String {

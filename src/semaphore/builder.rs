@@ -12,7 +12,7 @@ use crate::consul::key::{self, MAX_VALUE_BYTES};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::primitive::holding::{holding_methods, Holding};
-use crate::primitive::settings::Settings;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::semaphore::admit::{self, Plan};
 use crate::semaphore::permit::{Permit, SemaphorePermit};
 use crate::semaphore::slots::{self, Layout, MAX_LIMIT};
@@ -68,43 +68,22 @@ impl Semaphore {
         Semaphore { prefix: prefix.into(), limit, settings: Settings::default(), held: Holding::default() }
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.settings.set_client(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
-    /// Default 15 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.set_ttl(ttl);
-        self
-    }
-
-    /// How long `hold`/`acquire` wait while every slot is taken. `Duration::ZERO` makes one
-    /// attempt; `Duration::MAX` waits forever. Default 500 ms.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.acquire_timeout = timeout;
-        self
-    }
-
-    /// The session's lock-delay, `0 ..= 60 s`. A contender key is never taken by anyone else, so it
-    /// does not delay others; kept for symmetry with the lock. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.settings.set_lock_delay(delay);
-        self
-    }
-
-    /// The value of our contender key while held (at most 512 KiB). Default: JSON [`HolderInfo`](crate::HolderInfo).
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.settings.value = Some(value);
-        self
-    }
-
-    /// The session's name. Default `consul-lock semaphore: <prefix>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.settings.set_session_name(name);
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
+        /// Default 15 s.
+        ttl(Duration) => set_ttl;
+        /// How long `hold`/`acquire` wait while every slot is taken. `Duration::ZERO` makes one
+        /// attempt; `Duration::MAX` waits forever. Default 500 ms.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// The session's lock-delay, `0 ..= 60 s`. A contender key is never taken by anyone else, so it
+        /// does not delay others; kept for symmetry with the lock. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value of our contender key while held (at most 512 KiB). Default: JSON [`HolderInfo`](crate::HolderInfo).
+        value(Vec<u8>) => set_value;
+        /// The session's name. Default `consul-lock semaphore: <prefix>`.
+        session_name(String) => set_session_name;
     }
 
     /// The semaphore's prefix.

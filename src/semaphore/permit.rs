@@ -102,7 +102,7 @@ impl Permit {
 
     /// The slot is lost: report it and clean up (leave `Holders`, delete the contender key if still
     /// ours, destroy an own session) so that no zombie keeps a slot.
-    fn mark_lost(&self, reason: &str) {
+    pub(crate) fn mark_lost(&self, reason: &str) {
         if self.finished.load(Ordering::SeqCst) || self.lost.send_replace(true) {
             return;
         }
