@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The Python bench (benches/python/bench.py): consul_lock (release wheel) beside python-consul-lock
 # (through the peer benchmark, ../shared/peers/python, which makes its own virtualenv) and a
-# hand-written py-consul lock, plus the Rust crate's own cycle (benches/lockbench), all against one
-# Consul dev agent. Results in target/bench-python/<UTC time>/ (report.md, results.json).
+# hand-written py-consul lock, plus the Rust crate's own cycle (benches/python/rust_cycle.rs), all
+# against one Consul dev agent, interleaved round by round. Results in
+# target/bench-python/<UTC time>/ (report.md, results.json).
 #   BENCH_N=200 BENCH_ROUNDS=3 BENCH_PROCS=8 BENCH_HANDOFFS=100 scripts/bench-python.sh
+#   BENCH_HANDOFFS=0 scripts/bench-python.sh               # the uncontended cycle only
 #   PEERS_DIR=/path/to/peers scripts/bench-python.sh     # BENCH_PEERS=0: without python-consul-lock
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,10 +25,13 @@ echo "==> the release wheel" >&2
 "$venv/bin/maturin" build --release -m python/Cargo.toml --out "$out/wheel" --interpreter "$venv/bin/python" --locked >&2
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$out"/wheel/consul_lock_rs-*.whl
 
-echo "==> the Rust crate's lockbench (release)" >&2
-cargo bench --no-run --all-features --bench lockbench >&2
-lockbench=$(cargo bench --no-run --all-features --bench lockbench --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*lockbench[^"]*\)".*/\1/p' | tail -n 1)
+echo "==> the Rust crate's own cycle (benches/python/rust_cycle.rs, release)" >&2
+# An example of the binding's crate, built with the pyo3 settings maturin just used: it reuses every
+# dependency the wheel's build compiled, so this costs one compile of the example.
+pyo3_config=$(ls "$root"/target/maturin/pyo3-config-*.txt 2>/dev/null | head -n 1 || true)
+PYO3_CONFIG_FILE=$pyo3_config PYO3_BUILD_EXTENSION_MODULE=1 \
+  cargo build --release --locked -p consul-lock-python --example rust_cycle >&2
+rust_cycle=$root/target/release/examples/rust_cycle
 
 peers=${PEERS_DIR:-$root/../shared/peers}
 peer=()
@@ -37,7 +42,7 @@ else
 fi
 
 echo "==> bench" >&2
-"$venv/bin/python" benches/python/bench.py --out "$out" --lockbench "$lockbench" "${peer[@]}" \
+"$venv/bin/python" benches/python/bench.py --out "$out" --rust-cycle "$rust_cycle" "${peer[@]}" \
   -n "${BENCH_N:-200}" --rounds "${BENCH_ROUNDS:-3}" --procs "${BENCH_PROCS:-8}" --handoffs "${BENCH_HANDOFFS:-100}" \
   | tee "$out/report.md"
 echo "results: $out" >&2

@@ -220,6 +220,14 @@ impl Client {
         &self.address
     }
 
+    /// How many HTTP requests this client has sent to Consul (retries and background requests,
+    /// such as renewals and session destroys, included): for tests and benchmarks that count what
+    /// a lock costs Consul.
+    #[getter]
+    fn request_count(&self) -> PyResult<u64> {
+        Ok(self.get()?.request_count())
+    }
+
     /// Who holds `key` now, as a dict, or `None` when it is free.
     fn holder<'py>(&self, py: Python<'py>, key: String) -> PyResult<Option<Bound<'py, PyDict>>> {
         holder(py, self.get()?, key)

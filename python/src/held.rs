@@ -225,11 +225,11 @@ impl Held {
     /// Release; `True` if this call released it, `False` if it was released already.
     fn release(&self, py: Python<'_>) -> PyResult<bool> {
         self.check()?;
-        // Spawned: a Ctrl-C during the release stops our wait, never the release itself.
+        // A Ctrl-C during the release stops our wait, never the release itself: the crate's
+        // release runs in a task of its own, and a guard dropped before it started (while waiters
+        // for loss let go of it) is released in the background by its drop.
         let slot = Arc::clone(&self.slot);
-        let rt = runtime::rt()?;
-        let task = rt.spawn(slot.release());
-        runtime::wait(py, task)?.map_err(|e| errors::lock_error(&format!("the release task failed: {e}")))?.py_err()
+        runtime::wait(py, slot.release())?.py_err()
     }
 
     fn release_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

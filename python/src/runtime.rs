@@ -3,6 +3,7 @@
 //! object makes after `os.fork()`.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -94,30 +95,47 @@ pub(crate) fn existing_rt() -> Option<&'static Runtime> {
     (slot.pid == std::process::id()).then_some(&slot.rt)
 }
 
-/// Run `fut` on the runtime and wait for it with the GIL released, checking for signals every
-/// slice: Ctrl-C raises `KeyboardInterrupt` and drops the future (the library's futures leave
-/// nothing behind when dropped).
+/// Run `fut` to completion with the GIL released, checking for signals every slice: Ctrl-C raises
+/// `KeyboardInterrupt` and drops the future (the library's futures leave nothing behind when
+/// dropped: an acquire's or a release's requests run in a task of their own).
+///
+/// The future is polled right here, on the calling thread (`block_on`), not spawned onto a worker
+/// and joined: a spawn would add a hand-off between threads to every call (on a busy machine, a
+/// wait for a worker to be scheduled), for nothing, since what must outlive a dropped call (an
+/// acquire, a release) is spawned by the library itself.
 pub(crate) fn wait<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
 {
     let rt = rt()?;
-    let mut task = rt.spawn(fut);
+    let mut fut = Box::pin(fut);
     loop {
-        let slice = py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, &mut task).await }));
+        let slice = py.detach(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await })
+            }))
+        });
         match slice {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if e.is_panic() => {
-                return Err(errors::lock_error(&format!("internal error (a panic in consul_lock): {e}")))
-            }
-            Ok(Err(_)) => return Err(errors::lock_error("the operation was stopped before it finished")),
-            Err(_elapsed) => {
+            Ok(Err(_elapsed)) => {
                 if let Err(e) = py.check_signals() {
-                    task.abort();
+                    // Dropped inside the runtime: a drop may hand cleanup to the runtime.
+                    let _enter = rt.enter();
+                    drop(fut);
                     note_abort();
                     return Err(e);
                 }
+            }
+            Err(panic) => {
+                let _enter = rt.enter();
+                drop(fut);
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(errors::lock_error(&format!("internal error (a panic in consul_lock): {what}")));
             }
         }
     }

@@ -7,6 +7,7 @@ import itertools
 import multiprocessing
 import threading
 import time
+from typing import Any
 
 import consul_lock
 import pytest
@@ -229,3 +230,43 @@ def test_max_hold_ends_the_hold(client: Client, prefix: str) -> None:
     lock = Lock(f"{prefix}/max-hold", client=client, max_hold=0.3)
     with pytest.raises(LockLost), lock as guard:
         assert guard.wait_lost(timeout=5) is True
+
+
+def test_requests_per_cycle_are_the_crates(agent: ConsulDev, prefix: str) -> None:
+    """A cycle through the binding sends the Rust crate's requests and no more (no extra read, no
+    new connection or client per call): own session 4 (create, lock, owner-checked delete, destroy
+    in the background), lock_delay=0 3 (the destroy deletes the key), a shared Session 2, the seed
+    API 4 (one attempt reads the key first, then create, lock, destroy)."""
+    client = Client(agent.addr)  # this test's own client: its count is this test's alone
+    n = 5
+
+    def per_cycle(key: str, acquire: Any, release: Any) -> float:
+        acquire()
+        release()  # warm-up (and the session of a shared lock made)
+        agent.wait_until("the warm-up's session destroyed", lambda: not agent.sessions_named(key))
+        r0 = client.request_count
+        for _ in range(n):
+            assert acquire() is not False
+            release()
+        # Counted once the background destroys landed.
+        agent.wait_until("every session destroyed", lambda: not agent.sessions_named(key))
+        assert agent.kv(key) is None
+        return (client.request_count - r0) / n
+
+    lock = Lock(f"{prefix}/default", client=client)
+    assert per_cycle(lock.key, lock.acquire, lock.release) == 4
+    lock0 = Lock(f"{prefix}/delay0", client=client, lock_delay=0)
+    assert per_cycle(lock0.key, lock0.acquire, lock0.release) == 3
+    seed = consul_lock.EphemeralLock(f"{prefix}/seed", consul_client=client)
+    assert per_cycle(seed.full_key, seed.acquire, seed.release) == 4
+    session = consul_lock.Session(client, lock_delay=0).create()
+    shared = session.lock(f"{prefix}/shared")
+    try:
+        r0 = client.request_count
+        for _ in range(n):
+            assert shared.acquire()
+            shared.release()
+        assert (client.request_count - r0) / n == 2
+        assert agent.kv(shared.key) is None
+    finally:
+        session.destroy()
