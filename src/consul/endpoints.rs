@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::consul::budget::Lane;
 use crate::consul::client::{Client, Reply};
 use crate::consul::key;
 use crate::error::{classify, Error, Result, Said};
@@ -299,7 +300,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
 
 impl Client {
     pub(crate) async fn session_create(&self, spec: &SessionSpec) -> Result<String> {
-        let reply = self.call(Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
+        let reply = self.call_create("session/create", spec.body()).await?;
         let reply = self.check(reply)?;
         let s: SessionId = self.decode(&reply.body)?;
         if s.id.is_empty() || s.id.len() > 128 {
@@ -309,7 +310,7 @@ impl Client {
     }
 
     pub(crate) async fn session_renew(&self, id: &str, timeout: Duration) -> Result<Renewed> {
-        let reply = self.call(Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
+        let reply = self.call_in(Lane::Holder, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
         if reply.status == 404 {
             return Ok(Renewed::Gone);
         }
@@ -322,7 +323,8 @@ impl Client {
     }
 
     pub(crate) async fn session_destroy(&self, id: &str) -> Result<()> {
-        let reply = self.call(Method::PUT, &format!("session/destroy/{id}"), &[], None, self.request_timeout()).await?;
+        let path = format!("session/destroy/{id}");
+        let reply = self.call_in(Lane::Holder, Method::PUT, &path, &[], None, self.request_timeout()).await?;
         self.check(reply).map(|_| ())
     }
 
@@ -418,7 +420,12 @@ impl Client {
     /// Send one `/v1/txn` request. Permission errors — a 403, or "Permission denied" inside a 409 —
     /// are [`Error::PermissionDenied`]; other failures are mapped as for every request.
     pub(crate) async fn txn<T: serde::de::DeserializeOwned>(&self, body: Vec<u8>) -> Result<Txn<T>> {
-        let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
+        self.txn_in(Lane::Request, body).await
+    }
+
+    /// [`txn`](Self::txn) on `lane` ([`Lane::Holder`] for a holder's writes).
+    pub(crate) async fn txn_in<T: serde::de::DeserializeOwned>(&self, lane: Lane, body: Vec<u8>) -> Result<Txn<T>> {
+        let reply = self.call_in(lane, Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
         match reply.status {
             200 => {
                 let r: TxnReply<T> = self.decode(&reply.body)?;
@@ -483,7 +490,7 @@ impl Client {
             TxnOp::kv("check-session", key, None, Some(session)),
             TxnOp::kv("set", key, Some(value), None).flags(flags),
         ];
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(kvs) => kvs
                 .last()
                 .map(|kv| Some(kv.modify_index))
@@ -516,7 +523,7 @@ impl Client {
         if let Some(queue) = queue {
             ops.push(TxnOp::kv("get-tree", queue, None, None));
         }
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(entries) => {
                 let waiting = queue.is_some_and(|q| {
                     entries.iter().any(|e| e.key.starts_with(q) && e.holder_session().is_some_and(|h| h != session))
@@ -611,7 +618,7 @@ impl Client {
             ops.push(TxnOp::kv("check-session", w.contender, None, Some(w.session)));
             ops.push(TxnOp::kv("delete", w.contender, None, None));
         }
-        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(_) => Ok(Left::Done),
             Txn::RolledBack(what) => match classify(&what) {
                 Said::NotOurs if delete_contender => Ok(Left::NotOurs),

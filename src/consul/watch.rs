@@ -230,12 +230,16 @@ impl<T> Watch<T> {
     }
 
     async fn send(&self, wait: Duration) -> Result<Reply> {
+        // A connection first (the client's budget), then the wait: shorter when the connection is
+        // shared with holder writes or other waits queue for one.
+        let pass = self.client.admit_wait().await;
+        let wait = wait.min(pass.wait_cap);
         let (mut query, timeout) = blocking_query(self.index, wait, self.client.request_timeout());
         if self.recurse {
             query.push(("recurse", String::new()));
         }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.client.call(Method::GET, &self.path, &query, None, timeout).await
+        self.client.send(pass, Method::GET, &self.path, &query, None, timeout).await
     }
 }
 

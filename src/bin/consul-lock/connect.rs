@@ -5,7 +5,9 @@ use consul_lock::{Client, ClientBuilder};
 use crate::cli::ConnArgs;
 use crate::exit::Failure;
 
-/// Build the client from the environment, overridden by the flags given.
+/// Build the client from the environment, overridden by the flags given. One connection to the
+/// agent: the agent's cap of connections per client address is shared by every process of the
+/// host, and a waiting `consul-lock run` carries its renewals between its blocking queries.
 pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     let invalid = |e: consul_lock::Error| {
         Failure::from_lib(code, &e, args.http_addr.as_deref().unwrap_or("the configured address"))
@@ -30,5 +32,5 @@ pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     if let Some(dc) = &args.datacenter {
         b = b.datacenter(dc.clone());
     }
-    b.build().map_err(invalid)
+    b.max_connections(1).build().map_err(invalid)
 }
