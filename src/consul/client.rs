@@ -578,20 +578,46 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Reply> {
-        let pass = self.inner.budget.admit(lane).await;
+        let pass = self.inner.budget.admit(lane, false).await;
         self.send(pass, method, path, query, body, timeout).await
     }
 
-    /// The permits of a blocking query: its wait is capped at `pass.wait_cap`.
-    pub(crate) async fn admit_wait(&self) -> Pass<'_> {
-        self.inner.budget.admit(Lane::Wait).await
+    /// The permits of a blocking query (`holder`: a holder's, which keeps its connection): its
+    /// wait is capped at `pass.wait_cap`.
+    pub(crate) async fn admit_wait(&self, holder: bool) -> Pass<'_> {
+        self.inner.budget.admit(Lane::Wait, holder).await
     }
 
-    /// A session create: on the holder connection while that is not open yet, so that it is open
-    /// before the session's first renewal needs it (the agent may be at its cap by then).
-    pub(crate) async fn call_create(&self, path: &str, body: Vec<u8>) -> Result<Reply> {
-        let lane = if self.inner.budget.holder_cold() { Lane::Holder } else { Lane::Request };
-        self.call_in(lane, Method::PUT, path, &[], Some(body), self.request_timeout()).await
+    /// [`Lane::Holder`] while the holder connection is not open (the request opens it), else
+    /// [`Lane::Request`].
+    pub(crate) fn holder_lane_if_cold(&self) -> Lane {
+        if self.inner.budget.holder_cold() {
+            Lane::Holder
+        } else {
+            Lane::Request
+        }
+    }
+
+    /// Open the holder connection, if holder writes have one of their own and it is not open: a
+    /// read (`GET /v1/status/leader`) on it in the background, retried quickly (a holder at a
+    /// saturated agent competes for the next free connection) for up to a minute.
+    pub(crate) fn warm_holder_connection(&self, runtime: &tokio::runtime::Handle) {
+        if !self.inner.budget.holder_cold() || self.inner.budget.start_warming() {
+            return;
+        }
+        let client = self.clone();
+        runtime.spawn(async move {
+            let mut backoff = crate::consul::retry::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+            while client.inner.budget.holder_cold() && tokio::time::Instant::now() < give_up {
+                let r = client.call_in(Lane::Holder, Method::GET, "status/leader", &[], None, client.request_timeout()).await;
+                if r.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            client.inner.budget.stop_warming();
+        });
     }
 
     /// Send one request with its permits. Every request of the crate goes through here.
@@ -627,6 +653,9 @@ impl Client {
         if let Some(b) = body {
             req = req.header("Content-Type", "application/json").body(b);
         }
+        if pass.close {
+            req = req.header("Connection", "close");
+        }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(%method, path, "consul request");
         let addr = self.address();
@@ -637,6 +666,7 @@ impl Client {
             Err(e) => return Err(self.failed(&pass, e)),
         };
         self.inner.budget.learned(resp.version());
+        self.inner.budget.answered();
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -655,6 +685,14 @@ impl Client {
         }
         if pass.holder_pool {
             self.inner.budget.holder_used(true);
+        }
+        if body.is_empty() {
+            // An answer without a body (a 404) goes back to the pool a moment after it is read
+            // (with a body, before its end is seen): give it that moment before the permit is
+            // released, so the next request finds it instead of opening a connection.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
         }
         let reply = Reply { status, index, body };
         if status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {
@@ -676,6 +714,7 @@ impl Client {
     }
 
     fn at_cap(&self) {
+        self.inner.budget.refused();
         if self.inner.resets.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 address = %self.address(),

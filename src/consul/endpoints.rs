@@ -300,7 +300,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
 
 impl Client {
     pub(crate) async fn session_create(&self, spec: &SessionSpec) -> Result<String> {
-        let reply = self.call_create("session/create", spec.body()).await?;
+        let reply = self.call(Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
         let reply = self.check(reply)?;
         let s: SessionId = self.decode(&reply.body)?;
         if s.id.is_empty() || s.id.len() > 128 {
@@ -309,8 +309,11 @@ impl Client {
         Ok(s.id)
     }
 
-    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration) -> Result<Renewed> {
-        let reply = self.call_in(Lane::Holder, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
+    /// Renew a session: a holder write when it holds something (`holding`), else a waiter's, ahead
+    /// of other requests but on the connections waiters use.
+    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration, holding: bool) -> Result<Renewed> {
+        let lane = if holding { Lane::Holder } else { Lane::Priority };
+        let reply = self.call_in(lane, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
         if reply.status == 404 {
             return Ok(Renewed::Gone);
         }
@@ -448,8 +451,11 @@ impl Client {
     }
 
     /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
-    pub(crate) async fn txn_lock(&self, body: Vec<u8>) -> Result<LockAttempt> {
-        match self.txn::<KvEntry>(body).await {
+    /// `turn`: a queued waiter's attempt in its turn, sent on the holder connection while that is
+    /// not open (see [`Client::holder_lane_if_cold`]).
+    pub(crate) async fn txn_lock(&self, body: Vec<u8>, turn: bool) -> Result<LockAttempt> {
+        let lane = if turn { self.holder_lane_if_cold() } else { Lane::Request };
+        match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => kvs
                 .first()
                 .map(|kv| kv.modify_index)

@@ -135,6 +135,9 @@ impl Acquire {
                     self.attempt(&s).await?
                 }
                 Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
+                // A long wait at a crowded agent can outlast our session's lease (its renewals
+                // failed): a lock taken with it would be lost at once. Make a new one first.
+                Queued::Go if s.is_lost() && self.plan.shared.is_none() => continue,
                 Queued::Go => self.attempt(&s).await?,
             };
             self.core.attempted();
@@ -206,12 +209,16 @@ impl Acquire {
         }
     }
 
-    /// One `lock` transaction: it returns the fencing token with the write.
+    /// One `lock` transaction: it returns the fencing token with the write. A queued waiter's
+    /// attempt in its turn goes on the client's holder connection (opening it if it is not open):
+    /// it most likely succeeds, and the hold's renewals and release then find that connection
+    /// open however crowded the agent is.
     async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
-        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone())).await?)
+        let turn = self.queued && self.place.is_some();
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), turn)).await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {

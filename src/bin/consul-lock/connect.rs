@@ -5,9 +5,10 @@ use consul_lock::{Client, ClientBuilder};
 use crate::cli::ConnArgs;
 use crate::exit::Failure;
 
-/// Build the client from the environment, overridden by the flags given. One connection to the
-/// agent: the agent's cap of connections per client address is shared by every process of the
-/// host, and a waiting `consul-lock run` carries its renewals between its blocking queries.
+/// Build the client from the environment, overridden by the flags given. A budget of two
+/// connections: the agent's cap of connections per client address is shared by every process of
+/// the host. A waiting `consul-lock run` uses one (its renewals carried between its blocking
+/// queries, closed after each); a holder adds the kept connection of its renewals and release.
 pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     let invalid = |e: consul_lock::Error| {
         Failure::from_lib(code, &e, args.http_addr.as_deref().unwrap_or("the configured address"))
@@ -32,5 +33,5 @@ pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     if let Some(dc) = &args.datacenter {
         b = b.datacenter(dc.clone());
     }
-    b.max_connections(1).build().map_err(invalid)
+    b.max_connections(2).build().map_err(invalid)
 }
