@@ -23,6 +23,10 @@ mod sockets;
 const CAP: &str = "limits { http_max_conns_per_client = 20 }";
 const TTL: Duration = Duration::from_secs(10);
 
+/// One crowd at a time: each saturates an agent and the 2 cores of CI; side by side they would
+/// measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn capped() -> ConsulDev {
     ConsulDev::start_with_args(&["-hcl", CAP]).unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"))
 }
@@ -68,17 +72,39 @@ fn finish(mut child: Child, limit: std::time::Duration) -> (Option<i32>, String)
     (status.and_then(|s| s.code()), err)
 }
 
-/// A plain GET that retries while the agent resets new connections: `None` for 404.
-async fn get(dev: &ConsulDev, path: &str) -> Option<Value> {
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        match http.get(format!("http://{}{path}", dev.http_addr())).send().await {
-            Ok(r) if r.status() == 404 => return None,
-            Ok(r) if r.status().is_success() => return Some(r.json().await.unwrap()),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+/// A keep-alive HTTP/1.1 connection to the agent, opened before a crowd fills its cap: plain GETs
+/// through it, never a new connection.
+struct Kept(TcpStream);
+
+impl Kept {
+    fn open(dev: &ConsulDev) -> Kept {
+        let s = TcpStream::connect(dev.http_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Kept(s)
     }
-    panic!("GET {path}: the agent never answered");
+
+    /// `GET path`: the JSON body, `None` for 404.
+    fn get(&mut self, path: &str) -> Option<Value> {
+        use std::io::Write;
+        write!(self.0, "GET {path} HTTP/1.1\r\nHost: consul\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).unwrap();
+        if head.starts_with("http/1.1 404") {
+            return None;
+        }
+        Some(serde_json::from_slice(&body).unwrap())
+    }
 }
 
 /// 60 tasks of the holder's own process wait through one `Client` (budget 32, more than the
@@ -86,6 +112,7 @@ async fn get(dev: &ConsulDev, path: &str) -> Option<Value> {
 /// 3 × TTL, the crowd saturates the agent (connections reset), and every waiter gets its turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_keeps_its_locks_while_its_own_process_crowds_the_agent() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let dev = capped();
     let client = dev.client();
@@ -121,6 +148,7 @@ async fn a_holder_keeps_its_locks_while_its_own_process_crowds_the_agent() {
 /// connection to the agent while it waits, and all 30 run.
 #[test]
 fn a_holder_process_keeps_its_lock_while_30_waiting_processes_crowd_the_agent() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     let dev = capped();
     let port = sockets::port_of(dev.http_addr());
     let holder = cli(&dev, &["run", "--ttl", "10s", "crowd/cli", "--", "sleep", "30"]).spawn().unwrap();
@@ -161,6 +189,7 @@ fn a_holder_process_keeps_its_lock_while_30_waiting_processes_crowd_the_agent() 
 /// crowd thins and the holder releases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_waits_through_a_saturated_agent_and_says_why_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dev = capped();
     let holder_client = dev.client();
     let held = lock(&holder_client, "crowd/sat", Duration::ZERO).hold().await.unwrap();
@@ -193,6 +222,7 @@ async fn a_waiter_waits_through_a_saturated_agent_and_says_why_once() {
 /// more than 4 connections to the agent (counted from /proc), and every waiter gets its turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_never_has_more_connections_than_its_budget() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dev = ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"));
     let port = sockets::port_of(dev.http_addr());
     let client = client(&dev, 4);
@@ -236,9 +266,11 @@ async fn a_client_never_has_more_connections_than_its_budget() {
 /// holders at once, and turns in the order the waiters queued (their queue entries' CreateIndex).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusion_and_order_hold_under_the_crowd() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dev = capped();
     let client = dev.client();
     let held = lock(&client, "crowd/fifo", Duration::ZERO).hold().await.unwrap();
+    let mut kept = Kept::open(&dev);
     let inside = Arc::new(AtomicUsize::new(0));
     let turns = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = tokio::task::JoinSet::new();
@@ -258,7 +290,7 @@ async fn exclusion_and_order_hold_under_the_crowd() {
     // Everyone queued: the order of the line is the entries' creation order.
     let mut line = Vec::new();
     for _ in 0..300 {
-        let entries = get(&dev, "/v1/kv/crowd/fifo/.consul-lock-queue/?recurse").await.unwrap_or_default();
+        let entries = kept.get("/v1/kv/crowd/fifo/.consul-lock-queue/?recurse").unwrap_or(Value::Array(Vec::new()));
         line = entries
             .as_array()
             .unwrap()

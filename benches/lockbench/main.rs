@@ -13,11 +13,14 @@
 //! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
 //! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
 //! `election` (failover after resign, requests per handoff, observe latency; election.rs).
+//! `crowd` (thousands of waiters in one process, hundreds of processes on one host, against the
+//! agent's connection cap; crowd.rs). Not in the default set: run it by name.
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
 mod common;
 mod contention;
+mod crowd;
 mod election;
 mod latency;
 mod scale;
@@ -102,7 +105,8 @@ fn main() {
             "scale" => rt.block_on(part_scale(&cfg)),
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
             "election" => rt.block_on(part_election(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election)"),
+            "crowd" => rt.block_on(crowd::part_crowd(&cfg.addr)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, crowd)"),
         }
         let _ = std::io::stdout().flush();
     }

@@ -70,8 +70,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) holder_pool: bool,
     /// Longest wait for a blocking query sent with this pass.
     pub(crate) wait_cap: Duration,
-    /// Close the connection after the answer: a waiter's blocking query while the agent refuses
-    /// new connections, so that other waiters of the host get a turn at a connection.
+    /// Close the connection after the answer: a waiter's blocking query on a budget of 1 or 2, so
+    /// that other waiting processes of the host get a turn at a connection.
     pub(crate) close: bool,
 }
 
@@ -318,11 +318,11 @@ impl Budget {
                 let p = self.conns.acquire().await.expect(closed);
                 drop(turn);
                 let wait_cap = if left > 0 { shared_wait.min(ROTATE_WAIT) } else { shared_wait };
-                // A waiter's connection goes back to the agent after each answer while the agent
-                // refuses connections, and always with a budget of 1 (a waiting `consul-lock run`):
-                // the waiting processes of a host then take turns at the agent's cap instead of
-                // the first ones keeping a connection each for as long as they wait.
-                let close = !holder_wait && !self.is_h2() && (self.max <= 2 || self.saturated());
+                // With a budget of 1 or 2 (a waiting `consul-lock run`), a waiter's connection goes
+                // back to the agent after each answer: the waiting processes of a host then take
+                // turns at the agent's cap instead of the first ones keeping a connection each for
+                // as long as they wait. Larger budgets shrink instead (see `refused`).
+                let close = !holder_wait && !self.is_h2() && self.max <= 2;
                 self.pass(Some(p), Some(w), false, wait_cap, close)
             }
         }

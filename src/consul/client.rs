@@ -610,7 +610,9 @@ impl Client {
             let mut backoff = crate::consul::retry::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
             let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
             while client.inner.budget.holder_cold() && tokio::time::Instant::now() < give_up {
-                let r = client.call_in(Lane::Holder, Method::GET, "status/leader", &[], None, client.request_timeout()).await;
+                let r = client
+                    .call_in(Lane::Holder, Method::GET, "status/leader", &[], None, client.request_timeout())
+                    .await;
                 if r.is_ok() {
                     break;
                 }
@@ -690,9 +692,7 @@ impl Client {
             // An answer without a body (a 404) goes back to the pool a moment after it is read
             // (with a body, before its end is seen): give it that moment before the permit is
             // released, so the next request finds it instead of opening a connection.
-            for _ in 0..4 {
-                tokio::task::yield_now().await;
-            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let reply = Reply { status, index, body };
         if status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {

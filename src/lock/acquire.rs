@@ -83,6 +83,9 @@ struct Acquire {
     refused: bool,
     /// A read of the key after the deadline already found it free (one more try, then give up).
     inspected_late: bool,
+    /// The wait just ended on a sign that the key is ours to take (our predecessor left, or the key
+    /// was seen free): the next attempt most likely succeeds.
+    likely: bool,
     /// Our place is first in the queue: nobody can get ahead of it any more (later entries have
     /// later creation indexes), so the queue need not be listed again.
     head: bool,
@@ -109,6 +112,7 @@ impl Acquire {
             queued,
             refused: false,
             inspected_late: false,
+            likely: false,
             head: false,
         }
     }
@@ -128,10 +132,12 @@ impl Acquire {
         self.peek_before_one_shot().await?;
         loop {
             let s = self.core.live_session().await?;
+            self.likely = false;
             let attempt = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
                 Queued::WaitKey => {
                     self.wait_for_change(&s).await?;
+                    self.likely = true;
                     self.attempt(&s).await?
                 }
                 Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
@@ -199,6 +205,7 @@ impl Acquire {
                 Ok(if refused { Queued::WaitKey } else { Queued::Go })
             }
             Some(Waited::PredecessorGone) => {
+                self.likely = true;
                 self.expect = Expect::Absent; // most likely released (deleted) just now
                 Ok(Queued::Go)
             }
@@ -217,7 +224,7 @@ impl Acquire {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
-        let turn = self.queued && self.place.is_some();
+        let turn = self.queued && self.likely;
         Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), turn)).await?)
     }
 

@@ -308,7 +308,7 @@ async fn renew_loop(weak: Weak<SessionCore>) {
         let Some(s) = weak.upgrade() else { return };
         renew_period(s.ttl())
     };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         // The notifier only, never the session: this task must not keep the session alive.
         let early = match weak.upgrade() {
@@ -332,7 +332,7 @@ async fn renew_loop(weak: Weak<SessionCore>) {
         match result {
             Ok(Renewed::Ok { ttl }) => {
                 s.renewed(now, ttl);
-                backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+                backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
                 next = renew_period(s.ttl());
             }
             Ok(Renewed::Gone) => {
