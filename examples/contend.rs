@@ -1,5 +1,9 @@
-//! One of the demo's contenders: takes the lock a few times, holds it a moment, and says so.
-//! Run two at once (scripts/demo.sh does) to watch them take turns.
+//! One of the demo's contenders: takes the lock a few times, holds it a moment, and says so, each
+//! line stamped with the time since the demo started (`+0.703s alice: ACQUIRED …`). Run two at
+//! once (scripts/demo.sh does) to watch them take turns.
+//!
+//! The start is `CONSUL_LOCK_DEMO_START` (Unix time in seconds, as `date +%s.%N` prints it), so
+//! that contenders started by one demo share it; without it, this process's own start.
 //!
 //! ```sh
 //! CONSUL_HTTP_ADDR=127.0.0.1:8500 cargo run --example contend -- alice 3
@@ -9,9 +13,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consul_lock::{Client, EphemeralLock};
 
-fn now() -> String {
-    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
-    format!("{}.{:06}", (us / 1_000_000) % 100_000, us % 1_000_000)
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// When the demo started: `CONSUL_LOCK_DEMO_START`, else now.
+fn demo_start() -> f64 {
+    std::env::var("CONSUL_LOCK_DEMO_START").ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(unix_now)
+}
+
+/// `+S.mmms`: the time since `start`.
+fn since(start: f64) -> String {
+    format!("+{:.3}s", (unix_now() - start).max(0.0))
 }
 
 #[tokio::main]
@@ -21,11 +35,12 @@ async fn main() -> Result<(), consul_lock::Error> {
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let client = Client::from_env()?;
     let key = "demo/contended";
+    let start = demo_start();
 
     for round in 1..=rounds {
         if let Some(h) = client.holder(key).await? {
             let who = h.info.and_then(|i| i.session_name).unwrap_or(h.session_id);
-            println!("[{}] {name:>6}: waiting, held by {who}", now());
+            println!("{} {name:>6}: waiting, held by {who}", since(start));
         }
         let guard = EphemeralLock::new(key)
             .client(client.clone())
@@ -33,9 +48,9 @@ async fn main() -> Result<(), consul_lock::Error> {
             .acquire_timeout(Duration::from_secs(30))
             .hold()
             .await?;
-        println!("[{}] {name:>6}: ACQUIRED  round {round}, fencing token {}", now(), guard.fencing_token());
+        println!("{} {name:>6}: ACQUIRED  round {round}, fencing token {}", since(start), guard.fencing_token());
         tokio::time::sleep(Duration::from_millis(700)).await;
-        println!("[{}] {name:>6}: releasing", now());
+        println!("{} {name:>6}: releasing", since(start));
         guard.release().await?;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

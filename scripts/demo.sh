@@ -40,7 +40,9 @@ for _ in $(seq 1 100); do
 done
 "$CONSUL_BIN" operator raft list-peers -http-addr="$CONSUL_HTTP_ADDR" >/dev/null || { cat "$log"; exit 1; }
 
-echo "==> two processes contend for the key demo/contended (each takes it 3 times)"
+echo "==> two processes contend for the key demo/contended (each takes it 3 times; times since now)"
+CONSUL_LOCK_DEMO_START=$(date +%s.%N)
+export CONSUL_LOCK_DEMO_START
 ./target/debug/examples/contend alice 3 &
 a=$!
 ./target/debug/examples/contend bob 3 &

@@ -8,6 +8,22 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Every process started below inherits this mark, so the last step can tell the Consul agents (and
+# `consul lock` peers) this run started from anyone else's.
+CONSUL_LOCK_TEST_RUN="test-sh-$$-$(date +%s%N)"
+export CONSUL_LOCK_TEST_RUN
+
+# The pid and command line of every `consul` process that carries this run's mark.
+ours_still_running() {
+  local d
+  for d in /proc/[0-9]*; do
+    [ "$(cat "$d/comm" 2>/dev/null)" = consul ] || continue
+    if tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "CONSUL_LOCK_TEST_RUN=$CONSUL_LOCK_TEST_RUN"; then
+      echo "${d#/proc/} $(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)"
+    fi
+  done
+}
+
 step "Consul"
 CONSUL_BIN=$(bash scripts/install-consul.sh | tail -n 1)
 export CONSUL_BIN
@@ -21,8 +37,8 @@ export NFT_BIN
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
-cargo clippy --all-targets --all-features --locked -- -D warnings
+step "cargo clippy -D warnings (the crate and the Python binding)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo doc as docs.rs builds it (--cfg docsrs, every feature, warnings denied)"
 # docs.rs uses nightly for `doc(cfg)` badges. The machine has one stable toolchain: RUSTC_BOOTSTRAP=1
@@ -48,3 +64,21 @@ cargo publish --dry-run --locked "${dirty[@]}"
 step "cargo test (unit, integration against real Consul, doc tests)"
 # Tests mostly wait on Consul (renewals, timeouts), not on the CPU: run many at once.
 cargo test --all-features --locked -- --test-threads "${TEST_THREADS:-16}"
+
+step "Python package (python/): wheel, stubtest, mypy, ruff, pytest against real Consul"
+bash scripts/test-python.sh
+
+step "no Consul process left behind"
+# An agent's watchdog stops it within about 2 s of its test process's end: wait up to 10 s.
+left=""
+for _ in $(seq 1 50); do
+  left=$(ours_still_running)
+  [ -z "$left" ] && break
+  sleep 0.2
+done
+if [ -n "$left" ]; then
+  echo "error: consul processes started by this run are still running:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "none"

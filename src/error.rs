@@ -40,7 +40,9 @@ pub enum Error {
     /// The key belongs to another kind of primitive: its `Flags` are neither 0 nor a lock's
     /// ([`LOCK_FLAGS`](crate::LOCK_FLAGS)) — a semaphore's key, say. The counterpart of Go's
     /// `api.ErrLockConflict`. Never retried: nothing of the key was touched.
-    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or {lock:#x}): is it a semaphore or another primitive's key?", lock = crate::consul::flags::LOCK_FLAGS)]
+    // The value is LOCK_FLAGS, written out so that this leaf imports nothing from the Consul
+    // layer (a test in `consul/flags.rs` keeps the two equal).
+    #[error("key {key:?} is not a lock (its Flags are {flags:#x}; a lock's are 0 or 0x2ddccbc058a50c18): is it a semaphore or another primitive's key?")]
     Conflict {
         /// The key.
         key: String,
@@ -195,6 +197,12 @@ impl Error {
             source: Some(Box::new(err.without_url())),
             timeout,
         }))
+    }
+
+    /// `NotAcquired` with nothing known of the wait: what a `hold` reports if its procedure ever
+    /// answered "not taken" despite failing hard (a typed error rather than a panic).
+    pub(crate) fn not_acquired(key: &str) -> Self {
+        Error::NotAcquired { key: key.to_owned(), waited: Duration::ZERO, holder: None }
     }
 
     pub(crate) fn decode(address: &str, message: impl Into<String>) -> Self {

@@ -17,6 +17,14 @@
 //!   lock acquire carrying the value, so it interoperates with [`EphemeralLock`] on the same key.
 //!   [`Session::election`] campaigns through a shared session kept across campaigns: resigning is
 //!   one write, and a handoff costs 4 requests.
+//! - [`MultiLock`]: several keys at once — [`hold`](MultiLock::hold) takes every key in one Consul
+//!   transaction or none (up to [`MAX_MULTI_LOCK_KEYS`], 32), never holds part of the set while it
+//!   waits, so sets that overlap cannot deadlock; one fencing token for the set; waiters queue in
+//!   every key's queue at once and go in arrival order. Each key is an ordinary lock key:
+//!   [`EphemeralLock`] or `consul lock` on a member key excludes against the set.
+//!   [`Session::multi_lock`] makes a cycle two writes whatever the number of keys.
+//! - Guarded writes on every guard (`put`, `delete`, [`txn`](LockGuard::txn) of [`KvOp`]s): state
+//!   kept in Consul, written only while the lock is still ours.
 //! - [`blocking`]: the same API with plain methods, for programs without a tokio runtime.
 //!
 //! # The safety model, in plain words
@@ -28,6 +36,10 @@
 //! - check [`LockGuard::is_held`] or await [`LockGuard::lost`] in long critical sections;
 //! - pass [`LockGuard::fencing_token`] to what you protect, and have it reject writes carrying a token
 //!   lower than one it has already seen — that is what makes a lost-but-still-running holder safe.
+//! - for state kept in Consul itself, write it through the guard: [`LockGuard::put`],
+//!   [`delete`](LockGuard::delete) and [`txn`](LockGuard::txn) (and the same on every guard) commit
+//!   in one transaction with a check that the lock is still ours, so a holder that lost its lock
+//!   can never overwrite its successor's state — the write is [`Error::LockLost`] and nothing lands.
 //!
 //! Locks are not re-entrant. Keys must be non-empty, must not start with `/`, and must not contain
 //! `.`/`..`/empty segments or control characters; values are at most about 383 KiB (they travel
@@ -64,6 +76,15 @@
 //! - `test-util`: `testing::ConsulDev`, a throwaway `consul agent -dev`
 //!   for your own tests (module `testing`, present only with the feature).
 //!
+//! # How the crate is built
+//! The source tree is the architecture: a folder per layer and per primitive, imports running one
+//! way, downwards. `consul/` speaks Consul's HTTP API (client, endpoints, the one blocking-query
+//! loop, retry, key and flag rules); `session/` owns sessions and their renewal, and the public
+//! [`Session`]; `primitive/` is what every primitive is built of (the one settings type every
+//! builder uses, the shared acquire procedure, the wait queue, a held key, guarded writes); `lock/`,
+//! `semaphore/`, `election/` and `multilock/` are the primitives; `blocking/` mirrors them all. The
+//! README's "Layout" lists every file.
+//!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later
 //! versions; differences are noted in the README.
@@ -75,7 +96,7 @@
 // downwards:
 //   blocking/, testing      — the blocking mirror; test support
 //   election/               — leader election, built on the lock
-//   lock/, semaphore/       — the primitives: public builder, acquire procedure, guard
+//   lock/, semaphore/, multilock/ — the primitives: public builder, acquire procedure, guard
 //   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
 //   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
 //   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
@@ -87,6 +108,7 @@ mod error;
 mod holder;
 mod lock;
 mod metrics;
+mod multilock;
 mod mutex;
 mod primitive;
 mod semaphore;
@@ -100,13 +122,17 @@ pub use consul::client::{Client, ClientBuilder};
 pub use consul::endpoints::SessionInfo;
 pub use consul::flags::{LOCK_FLAGS, SEMAPHORE_FLAGS};
 pub use consul::key::{MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
+pub use consul::ops::{KvOp, MAX_TXN_OPS};
 pub use election::builder::Election;
 pub use election::leader_watch::{Leader, LeaderWatch};
 pub use election::leadership::Leadership;
 pub use error::{Error, Result, TransportError};
 pub use holder::{Holder, HolderInfo};
-pub use lock::builder::{EphemeralLock, DEFAULT_ACQUIRE_TIMEOUT};
+pub use lock::builder::EphemeralLock;
 pub use lock::guard::LockGuard;
+pub use multilock::builder::{MultiLock, MAX_MULTI_LOCK_KEYS};
+pub use multilock::guard::MultiLockGuard;
+pub use primitive::settings::DEFAULT_ACQUIRE_TIMEOUT;
 pub use semaphore::builder::{Semaphore, SemaphoreState};
 pub use semaphore::permit::SemaphorePermit;
 pub use session::lifecycle::{DEFAULT_LOCK_DELAY, DEFAULT_TTL, MAX_LOCK_DELAY, MAX_TTL, MIN_TTL};

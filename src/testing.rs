@@ -18,13 +18,23 @@ use crate::consul::client::Client;
 
 const START_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// A `consul agent -dev` child process, killed on drop.
+/// A `consul agent -dev` child process, killed on drop — and with the process that started it,
+/// however that process ends (a panic, `exit`, SIGKILL), even when the value is never dropped (kept
+/// in a `static`, leaked, forgotten).
+///
+/// Each agent has a watchdog: a small `sh` whose standard input is a pipe whose only writer is the
+/// starting process. When that process ends, the kernel closes the pipe; the watchdog reads
+/// end-of-file, stops the agent (SIGTERM, then SIGKILL after 2 s) and removes its directory. It
+/// first checks that the process id is still this agent's (its command line names the agent's
+/// unique node name), so a recycled process id is never signalled.
 ///
 /// The binary is taken from `CONSUL_BIN`, then `PATH`, then `.consul/bin/consul` in this crate's
 /// directory (where `scripts/install-consul.sh` installs it).
 #[derive(Debug)]
 pub struct ConsulDev {
     child: Child,
+    /// The watchdog; its stdin (held here) is the pipe whose end-of-file stops the agent.
+    watchdog: Child,
     http_addr: String,
     dir: PathBuf,
     binary: PathBuf,
@@ -95,18 +105,29 @@ impl ConsulDev {
         let http_addr = if unix { socket.clone() } else { format!("127.0.0.1:{}", ports[0]) };
         let socket_hcl = format!("addresses {{ http = \"{socket}\" }}");
         let listen: &[&str] = if unix { &["-hcl", &socket_hcl] } else { &[] };
+        let node = format!("consul-lock-test-{}", ports[0]);
         let mut cmd = Command::new(binary);
         cmd.args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"])
             .args(["-http-port", &p(0), "-serf-lan-port", &p(1), "-serf-wan-port", &p(2), "-server-port", &p(3)])
             .args(["-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"])
-            .args(["-node", &format!("consul-lock-test-{}", ports[0])])
+            .args(["-node", &node])
             .args(listen)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd.spawn().map_err(|e| other(&format!("cannot run {}: {e}", binary.display())))?;
-        let mut dev = ConsulDev { child, http_addr, dir, binary: binary.to_owned() };
+        let mut child = cmd.spawn().map_err(|e| other(&format!("cannot run {}: {e}", binary.display())))?;
+        let watchdog = match watchdog(child.id(), &node, &dir) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(other(&format!(
+                    "cannot start the watchdog that stops the Consul agent with this process: {e}"
+                )));
+            }
+        };
+        let mut dev = ConsulDev { child, watchdog, http_addr, dir, binary: binary.to_owned() };
         dev.wait_ready(token).map_err(|e| {
             let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(15).collect();
@@ -137,34 +158,15 @@ impl ConsulDev {
         Err(other(&format!("consul agent at {} not ready within {START_TIMEOUT:?}", self.http_addr)))
     }
 
-    /// One agent for the whole test process, started on first use. A `static` is never dropped, so
-    /// a small watchdog process kills the agent once this process has exited.
+    /// One agent for the whole test process, started on first use. A `static` is never dropped;
+    /// the agent's watchdog stops it once this process has exited.
     ///
     /// # Panics
     /// With the actionable message of [`start`](Self::start) when the agent cannot be started:
     /// tests that need Consul fail loudly, they never skip.
     pub fn shared() -> &'static ConsulDev {
         static SHARED: std::sync::OnceLock<ConsulDev> = std::sync::OnceLock::new();
-        SHARED.get_or_init(|| {
-            let dev = ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"));
-            let script = format!(
-                "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {agent} 2>/dev/null; sleep 2; \
-                 kill -9 {agent} 2>/dev/null; rm -rf '{dir}'",
-                me = std::process::id(),
-                agent = dev.pid(),
-                dir = dev.dir.display()
-            );
-            let watchdog = Command::new("sh")
-                .args(["-c", &script])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            if let Err(e) = watchdog {
-                panic!("cannot start the watchdog that stops the shared Consul agent: {e}");
-            }
-            dev
-        })
+        SHARED.get_or_init(|| ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}")))
     }
 
     /// The agent's HTTP address, `127.0.0.1:<port>` (`unix:///…/http.sock` for
@@ -196,10 +198,40 @@ impl ConsulDev {
 
 impl Drop for ConsulDev {
     fn drop(&mut self) {
+        // The watchdog first, while the agent's process id is still the agent's.
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Start the watchdog of the agent `pid` (see [`ConsulDev`]): it waits for end-of-file on its
+/// standard input, a pipe whose write end only this process holds (Rust opens it close-on-exec, so
+/// no other child inherits it), then stops the agent if `pid` still runs with `node` in its command
+/// line, and removes `dir`.
+fn watchdog(pid: u32, node: &str, dir: &Path) -> std::io::Result<Child> {
+    let script = r#"
+        read -r _ || true
+        ours() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q -- "-node $2 "; }
+        if ours "$1" "$2"; then
+            kill "$1" 2>/dev/null
+            i=0
+            while [ "$i" -lt 20 ] && ours "$1" "$2"; do sleep 0.1; i=$((i + 1)); done
+            if ours "$1" "$2"; then kill -9 "$1" 2>/dev/null; fi
+        fi
+        rm -rf "$3"
+    "#;
+    Command::new("sh")
+        .args(["-c", script, "consul-lock-watchdog"])
+        .arg(pid.to_string())
+        .arg(node)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 /// `CONSUL_BIN`, then `PATH`, then `<crate>/.consul/bin/consul`.

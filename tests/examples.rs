@@ -69,10 +69,13 @@ fn fencing_example_rejects_the_stale_write() {
 #[test]
 fn two_contend_processes_take_turns() {
     let addr = support::consul().http_addr().to_owned();
+    // One start for both, as the demo gives them, so their times compare.
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let spawn = |name: &str| {
         Command::new(example("contend"))
             .args([name, "2"])
             .env("CONSUL_HTTP_ADDR", &addr)
+            .env("CONSUL_LOCK_DEMO_START", format!("{start:.6}"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap()
@@ -83,7 +86,14 @@ fn two_contend_processes_take_turns() {
     for o in &outs {
         assert!(o.status.success());
         for line in String::from_utf8_lossy(&o.stdout).lines() {
-            let t: f64 = line[1..line.find(']').unwrap()].parse().unwrap();
+            // "+0.703s alice: …": the time since the start, in seconds.
+            let stamp = line.split_whitespace().next().unwrap_or_default();
+            let t: f64 = stamp
+                .strip_prefix('+')
+                .and_then(|t| t.strip_suffix('s'))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("no +S.mmms stamp in {line:?}"));
+            assert!(t < 120.0, "a stamp since the demo's start, not a clock reading: {line:?}");
             events.push((t, line.to_owned()));
         }
     }

@@ -96,6 +96,12 @@ async fn a_key_released_by_go_is_free_and_a_waiter_takes_it() {
     let c = client();
     let g = EphemeralLock::new(&key).client(c.clone()).acquire_timeout(Duration::ZERO).hold().await.unwrap();
     assert_eq!(raw_holder(&key).await.as_deref(), Some(g.session_id()));
+    let kv = raw_kv(&key).await.unwrap();
+    assert_eq!(
+        kv["ModifyIndex"].as_u64(),
+        Some(g.fencing_token()),
+        "the token is the acquire's index, not the guard's"
+    );
     assert_eq!(c.request_count(), 3, "the read, the session, one lock attempt guarded by that read");
     g.release().await.unwrap();
     put(&format!("session/destroy/{sid}"), "").await;

@@ -42,6 +42,14 @@ fn cli_from(bin: &Path, addr: &str) -> Command {
 }
 
 fn output(mut c: Command) -> Output {
+    // A freshly copied binary is "busy" (ETXTBSY) while a child forked by another test thread still
+    // holds the copy's write descriptor, until that child execs: retry briefly.
+    for _ in 0..50 {
+        match c.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(100)),
+            r => return r.expect("run consul-lock"),
+        }
+    }
     c.output().expect("run consul-lock")
 }
 

@@ -132,6 +132,12 @@ impl Ctl {
         }
     }
 
+    /// A plain `PUT /v1/kv/<key>` (the peer of a guarded write).
+    pub(crate) async fn put(&self, key: &str, value: &'static str) {
+        let r = self.http.put(format!("{}/v1/kv/{key}", self.base)).body(value).send().await.expect("PUT kv");
+        assert!(r.status().is_success(), "PUT kv {key}: {}", r.status());
+    }
+
     pub(crate) async fn delete_tree(&self, prefix: &str) {
         let _ = self.http.delete(format!("{}/v1/kv/{prefix}?recurse", self.base)).send().await;
     }

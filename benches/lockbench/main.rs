@@ -13,6 +13,8 @@
 //! `contend` (contended handoff, tasks and processes), `scale` (many keys through one Session),
 //! `semaphore` (ours beside `consul lock -n`: cycle and handoff, limit 2).
 //! `election` (failover after resign, requests per handoff, observe latency; election.rs).
+//! `multi` (a multi-lock of n = 2, 8, 32 keys beside n `EphemeralLock`s; a guarded put beside a
+//! plain put; multi.rs).
 //! `crowd` (thousands of waiters in one process, hundreds of processes on one host, against the
 //! agent's connection cap; crowd.rs). Not in the default set: run it by name.
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
@@ -23,6 +25,7 @@ mod contention;
 mod crowd;
 mod election;
 mod latency;
+mod multi;
 mod scale;
 mod semaphore;
 mod worker;
@@ -43,7 +46,7 @@ fn main() {
         return;
     }
     let parts: Vec<&str> = if args.is_empty() {
-        vec!["latency", "contend", "scale", "semaphore", "election"]
+        vec!["latency", "contend", "scale", "semaphore", "election", "multi"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -106,7 +109,8 @@ fn main() {
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
             "election" => rt.block_on(part_election(&cfg)),
             "crowd" => rt.block_on(crowd::part_crowd(&cfg.addr)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, crowd)"),
+            "multi" => rt.block_on(multi::part_multi(&cfg)),
+            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi, crowd)"),
         }
         let _ = std::io::stdout().flush();
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::lock::{hold_lost, wait_lost};
+use super::handle::{held_lost, wait_lost};
 use super::runtime::Runtime;
 use crate::election::leader_watch::Leader;
 use crate::error::{Error, Result};
@@ -160,12 +160,12 @@ impl Leadership {
 
     /// Block until the leadership is known lost (see [`crate::Leadership::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.watched_hold())), None);
+        wait_lost(&self.rt, Some(held_lost(self.inner.watched_hold())), None);
     }
 
     /// Block until the leadership is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.watched_hold())), Some(timeout))
+        wait_lost(&self.rt, Some(held_lost(self.inner.watched_hold())), Some(timeout))
     }
 
     /// Replace the value while still leader (see [`crate::Leadership::proclaim`]).
@@ -214,3 +214,5 @@ impl LeaderWatch {
         result
     }
 }
+
+super::guarded::blocking_guarded_writes!(Leadership, "Leadership");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
+use super::handle::{blocking_holding_methods, held_lost, wait_lost, Handle};
 use super::runtime::Runtime;
 use crate::error::{Error, Result};
 
@@ -22,61 +23,35 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug)]
 pub struct EphemeralLock {
-    // Field order matters: the lock (and a key it may hold) drops before the runtime handle.
-    inner: Option<crate::EphemeralLock>,
-    client: Option<Client>,
+    handle: Handle<crate::EphemeralLock>,
 }
 
+/// Setters that forward to the async builder, each documented where it is used.
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident($ty:ty);)*) => {$(
         $(#[$doc])*
         pub fn $name(mut self, v: $ty) -> Self {
-            self.inner = self.inner.take().map(|l| l.$name(v));
+            self.handle.map(|inner| inner.$name(v));
             self
         }
     )*};
 }
-
-/// Block until `lost` resolves, at most `timeout` (`None`: forever); `true` if it did. Nothing to
-/// wait for (`None`) counts as lost.
-pub(super) fn wait_lost<F>(rt: &Runtime, lost: Option<F>, timeout: Option<Duration>) -> bool
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    let Some(lost) = lost else { return true };
-    let lost = async move {
-        match timeout {
-            Some(t) => tokio::time::timeout(t, lost).await.is_ok(),
-            None => {
-                lost.await;
-                true
-            }
-        }
-    };
-    // A stopped runtime cannot renew: the lock is as good as lost.
-    rt.block_on(lost).unwrap_or(true)
-}
-
-/// The loss of `hold`, as a future that owns it.
-pub(super) async fn hold_lost(hold: Arc<crate::primitive::hold::Hold>) {
-    hold.wait_lost().await
-}
+pub(super) use setters;
 
 impl EphemeralLock {
     /// A lock on `key` with the defaults of [`crate::EphemeralLock::new`].
     pub fn new(key: impl Into<String>) -> Self {
-        EphemeralLock { inner: Some(crate::EphemeralLock::new(key)), client: None }
+        EphemeralLock { handle: Handle::new(crate::EphemeralLock::new(key), None) }
     }
 
     /// A lock bound to a shared session (see [`super::Session::lock`]).
     pub(crate) fn bound(inner: crate::EphemeralLock, client: Client) -> Self {
-        EphemeralLock { inner: Some(inner), client: Some(client) }
+        EphemeralLock { handle: Handle::new(inner, Some(client)) }
     }
 
     /// The client to use. Default: [`Client::from_env`] at the first call.
     pub fn client(mut self, client: Client) -> Self {
-        self.inner = self.inner.take().map(|l| l.client(client.inner.clone()));
-        self.client = Some(client);
+        self.handle.set_client(client);
         self
     }
 
@@ -99,102 +74,42 @@ impl EphemeralLock {
         fair(bool);
     }
 
-    fn parts(&mut self) -> Result<(crate::EphemeralLock, Client)> {
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
-        let lock = self
-            .inner
-            .take()
-            .ok_or_else(|| Error::Cancelled("this lock was lost with a stopped runtime thread".into()))?;
-        Ok((lock.client(client.inner.clone()), client))
-    }
-
-    /// Run `f` on the lock on the runtime thread, and put the lock back.
-    fn with_lock<T, F>(&mut self, f: impl FnOnce(crate::EphemeralLock) -> F) -> Result<T>
-    where
-        F: std::future::Future<Output = (crate::EphemeralLock, Result<T>)> + Send + 'static,
-        T: Send + 'static,
-    {
-        let (lock, client) = self.parts()?;
-        let (lock, result) = client.rt.block_on(f(lock))?;
-        self.inner = Some(lock);
-        result
-    }
-
     /// The key this lock is for.
     pub fn key(&self) -> &str {
-        self.inner.as_ref().map_or("", |l| l.key())
+        self.handle.get().map_or("", |l| l.key())
     }
 
-    /// Take the lock, waiting up to the acquire timeout (see [`crate::EphemeralLock::hold`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::hold`].
-    pub fn hold(mut self) -> Result<LockGuard> {
-        let (lock, client) = self.parts()?;
-        let guard = client.rt.block_on(lock.hold())??;
-        Ok(LockGuard { inner: guard, rt: client.rt.clone() })
-    }
-
-    /// Take the lock; `Ok(false)` on timeout unless `fail_hard` (see
-    /// [`crate::EphemeralLock::acquire`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::acquire`].
-    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        self.with_lock(move |mut lock| async move {
-            let r = lock.acquire(fail_hard).await;
-            (lock, r)
-        })
-    }
-
-    /// Release if held (see [`crate::EphemeralLock::release`]).
-    ///
-    /// # Errors
-    /// As [`crate::EphemeralLock::release`].
-    pub fn release(&mut self) -> Result<()> {
-        if self.client.is_none() {
-            return Ok(()); // never acquired
-        }
-        self.with_lock(|mut lock| async move {
-            let r = lock.release().await;
-            (lock, r)
-        })
-    }
-
-    /// `true` while this lock holds its key.
-    pub fn is_held(&self) -> bool {
-        self.inner.as_ref().is_some_and(|l| l.is_held())
+    blocking_holding_methods! {
+        guard: LockGuard, held: current_hold;
+        /// Take the lock, waiting up to the acquire timeout (see [`crate::EphemeralLock::hold`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::hold`].
+        hold;
+        /// Take the lock; `Ok(false)` on timeout unless `fail_hard` (see
+        /// [`crate::EphemeralLock::acquire`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::acquire`].
+        acquire;
+        /// Release if held (see [`crate::EphemeralLock::release`]).
+        ///
+        /// # Errors
+        /// As [`crate::EphemeralLock::release`].
+        release;
+        /// `true` while this lock holds its key.
+        is_held;
+        /// Block until the lock held by this value is known lost (see [`crate::EphemeralLock::lost`]);
+        /// at once when it holds nothing.
+        lost;
+        /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if the lock is lost (or nothing
+        /// is held), `false` if it is still held when `timeout` ends.
+        lost_timeout;
     }
 
     /// The fencing token while held.
     pub fn fencing_token(&self) -> Option<u64> {
-        self.inner.as_ref().and_then(|l| l.fencing_token())
-    }
-
-    /// Block until the lock held by this value is known lost (see [`crate::EphemeralLock::lost`]);
-    /// at once when it holds nothing.
-    pub fn lost(&self) {
-        self.lost_timeout_inner(None);
-    }
-
-    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if the lock is lost (or nothing
-    /// is held), `false` if it is still held when `timeout` ends.
-    pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        self.lost_timeout_inner(Some(timeout))
-    }
-
-    fn lost_timeout_inner(&self, timeout: Option<Duration>) -> bool {
-        match (&self.client, self.inner.as_ref().and_then(|l| l.current_hold())) {
-            (Some(c), Some(hold)) => wait_lost(&c.rt, Some(hold_lost(hold)), timeout),
-            _ => true,
-        }
+        self.handle.get().and_then(|l| l.fencing_token())
     }
 
     /// Acquire (failing hard), run `f`, release. `f` is not interrupted if the lock is lost while
@@ -250,12 +165,12 @@ impl LockGuard {
 
     /// Block until the lock is known lost (see [`crate::LockGuard::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), None);
+        wait_lost(&self.rt, Some(held_lost(self.inner.hold.clone())), None);
     }
 
     /// Block until the lock is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(hold_lost(self.inner.hold.clone())), Some(timeout))
+        wait_lost(&self.rt, Some(held_lost(self.inner.hold.clone())), Some(timeout))
     }
 
     /// The former name of [`lost_timeout`](Self::lost_timeout).
@@ -273,3 +188,5 @@ impl LockGuard {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(LockGuard, "LockGuard");

@@ -7,8 +7,9 @@
 //! `main` still frees its key.
 //!
 //! The names match the async API one to one: [`Client`] / [`ClientBuilder`], [`Session`],
-//! [`EphemeralLock`], [`LockGuard`], [`Semaphore`], [`SemaphorePermit`], [`Election`], [`Leadership`],
-//! [`LeaderWatch`]. The differences, each because a thread cannot await:
+//! [`EphemeralLock`], [`LockGuard`], [`MultiLock`], [`MultiLockGuard`], [`Semaphore`],
+//! [`SemaphorePermit`], [`Election`], [`Leadership`], [`LeaderWatch`]. The differences, each
+//! because a thread cannot await:
 //! - `lost()` blocks until the lock (or session) is known lost; `lost_timeout(d)` gives up after
 //!   `d` and says whether it was lost;
 //! - [`EphemeralLock::run`] takes a closure and cannot interrupt it when the lock is lost (a
@@ -32,7 +33,10 @@
 
 mod client;
 mod election;
+mod guarded;
+mod handle;
 mod lock;
+mod multilock;
 mod runtime;
 mod semaphore;
 mod session;
@@ -40,5 +44,6 @@ mod session;
 pub use client::{Client, ClientBuilder};
 pub use election::{Election, LeaderWatch, Leadership};
 pub use lock::{EphemeralLock, LockGuard};
+pub use multilock::{MultiLock, MultiLockGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::Session;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
-use super::lock::wait_lost;
+use super::handle::{blocking_holding_methods, held_lost, wait_lost, Handle};
+use super::lock::setters;
 use super::runtime::Runtime;
-use crate::error::{Error, Result};
-use crate::semaphore::permit::Permit;
+use crate::error::Result;
 
 /// Blocking [`crate::Semaphore`]: the same builder and guarantees, with plain methods.
 ///
@@ -21,41 +21,23 @@ use crate::semaphore::permit::Permit;
 /// ```
 #[derive(Debug)]
 pub struct Semaphore {
-    // Field order matters: the semaphore (and a slot it may hold) drops before the runtime handle.
-    inner: Option<crate::Semaphore>,
-    client: Option<Client>,
-}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($ty:ty);)*) => {$(
-        $(#[$doc])*
-        pub fn $name(mut self, v: $ty) -> Self {
-            self.inner = self.inner.take().map(|s| s.$name(v));
-            self
-        }
-    )*};
-}
-
-/// The loss of `permit`, as a future that owns it.
-async fn permit_lost(permit: Arc<Permit>) {
-    permit.wait_lost().await
+    handle: Handle<crate::Semaphore>,
 }
 
 impl Semaphore {
     /// A semaphore on `prefix` with `limit` slots, with the defaults of [`crate::Semaphore::new`].
     pub fn new(prefix: impl Into<String>, limit: u32) -> Self {
-        Semaphore { inner: Some(crate::Semaphore::new(prefix, limit)), client: None }
+        Semaphore { handle: Handle::new(crate::Semaphore::new(prefix, limit), None) }
     }
 
     /// A semaphore bound to a shared session (see [`super::Session::semaphore`]).
     pub(crate) fn bound(inner: crate::Semaphore, client: Client) -> Self {
-        Semaphore { inner: Some(inner), client: Some(client) }
+        Semaphore { handle: Handle::new(inner, Some(client)) }
     }
 
     /// The client to use. Default: [`Client::from_env`] at the first call.
     pub fn client(mut self, client: Client) -> Self {
-        self.inner = self.inner.take().map(|s| s.client(client.inner.clone()));
-        self.client = Some(client);
+        self.handle.set_client(client);
         self
     }
 
@@ -72,93 +54,39 @@ impl Semaphore {
         session_name(String);
     }
 
-    fn parts(&mut self) -> Result<(crate::Semaphore, Client)> {
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
-        let sem = self
-            .inner
-            .take()
-            .ok_or_else(|| Error::Cancelled("this semaphore was lost with a stopped runtime thread".into()))?;
-        Ok((sem.client(client.inner.clone()), client))
-    }
-
     /// The semaphore's prefix.
     pub fn prefix(&self) -> &str {
-        self.inner.as_ref().map_or("", |s| s.prefix())
+        self.handle.get().map_or("", |s| s.prefix())
     }
 
-    /// Take a slot, waiting up to the acquire timeout (see [`crate::Semaphore::hold`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::hold`].
-    pub fn hold(mut self) -> Result<SemaphorePermit> {
-        let (sem, client) = self.parts()?;
-        let inner = client.rt.block_on(sem.hold())??;
-        Ok(SemaphorePermit { inner, rt: client.rt.clone() })
-    }
-
-    /// Take a slot; `Ok(false)` on timeout unless `fail_hard` (see [`crate::Semaphore::acquire`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::acquire`].
-    pub fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        let (mut sem, client) = self.parts()?;
-        let (sem, r) = client.rt.block_on(async move {
-            let r = sem.acquire(fail_hard).await;
-            (sem, r)
-        })?;
-        self.inner = Some(sem);
-        r
-    }
-
-    /// Give the slot back if held (see [`crate::Semaphore::release`]).
-    ///
-    /// # Errors
-    /// As [`crate::Semaphore::release`].
-    pub fn release(&mut self) -> Result<()> {
-        if self.client.is_none() {
-            return Ok(()); // never acquired
-        }
-        let (mut sem, client) = self.parts()?;
-        let (sem, r) = client.rt.block_on(async move {
-            let r = sem.release().await;
-            (sem, r)
-        })?;
-        self.inner = Some(sem);
-        r
-    }
-
-    /// `true` while this value holds a slot.
-    pub fn is_held(&self) -> bool {
-        self.inner.as_ref().is_some_and(|s| s.is_held())
+    blocking_holding_methods! {
+        guard: SemaphorePermit, held: current_permit;
+        /// Take a slot, waiting up to the acquire timeout (see [`crate::Semaphore::hold`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::hold`].
+        hold;
+        /// Take a slot; `Ok(false)` on timeout unless `fail_hard` (see [`crate::Semaphore::acquire`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::acquire`].
+        acquire;
+        /// Give the slot back if held (see [`crate::Semaphore::release`]).
+        ///
+        /// # Errors
+        /// As [`crate::Semaphore::release`].
+        release;
+        /// `true` while this value holds a slot.
+        is_held;
+        /// Block until the slot held by this value is known lost; at once when it holds none.
+        lost;
+        /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing held).
+        lost_timeout;
     }
 
     /// The token while held.
     pub fn token(&self) -> Option<u64> {
-        self.inner.as_ref().and_then(|s| s.token())
-    }
-
-    /// Block until the slot held by this value is known lost; at once when it holds none.
-    pub fn lost(&self) {
-        self.lost_timeout_inner(None);
-    }
-
-    /// Like [`lost`](Self::lost), giving up after `timeout`: `true` if lost (or nothing held).
-    pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        self.lost_timeout_inner(Some(timeout))
-    }
-
-    fn lost_timeout_inner(&self, timeout: Option<Duration>) -> bool {
-        match (&self.client, self.inner.as_ref().and_then(|s| s.current_permit())) {
-            (Some(c), Some(p)) => wait_lost(&c.rt, Some(permit_lost(p)), timeout),
-            _ => true,
-        }
+        self.handle.get().and_then(|s| s.token())
     }
 }
 
@@ -200,12 +128,12 @@ impl SemaphorePermit {
 
     /// Block until the slot is known lost (see [`crate::SemaphorePermit::lost`]).
     pub fn lost(&self) {
-        wait_lost(&self.rt, Some(permit_lost(self.inner.permit.clone())), None);
+        wait_lost(&self.rt, Some(held_lost(self.inner.permit.clone())), None);
     }
 
     /// Block until the slot is known lost, or `timeout` passes; `true` if lost.
     pub fn lost_timeout(&self, timeout: Duration) -> bool {
-        wait_lost(&self.rt, Some(permit_lost(self.inner.permit.clone())), Some(timeout))
+        wait_lost(&self.rt, Some(held_lost(self.inner.permit.clone())), Some(timeout))
     }
 
     /// Release now (see [`crate::SemaphorePermit::release`]).
@@ -217,3 +145,5 @@ impl SemaphorePermit {
         rt.block_on(inner.release())?
     }
 }
+
+super::guarded::blocking_guarded_writes!(SemaphorePermit, "SemaphorePermit");

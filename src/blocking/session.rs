@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::client::Client;
 use super::election::Election;
 use super::lock::EphemeralLock;
+use super::multilock::MultiLock;
 use super::semaphore::Semaphore;
 use crate::error::Result;
 
@@ -50,6 +51,15 @@ impl Session {
     /// A blocking lock on `key` bound to this session (see [`crate::Session::lock`]).
     pub fn lock(&self, key: impl Into<String>) -> EphemeralLock {
         EphemeralLock::bound(self.inner.lock(key), self.client.clone())
+    }
+
+    /// A blocking multi-lock on `keys` bound to this session (see [`crate::Session::multi_lock`]).
+    pub fn multi_lock<I, K>(&self, keys: I) -> MultiLock
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        MultiLock::bound(self.inner.multi_lock(keys), self.client.clone())
     }
 
     /// A blocking semaphore on `prefix` with `limit` slots bound to this session (see

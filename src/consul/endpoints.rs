@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::consul::budget::Lane;
 use crate::consul::client::{Client, Reply};
 use crate::consul::key;
+use crate::consul::ops;
 use crate::error::{classify, Error, Result, Said};
 use crate::holder::{Holder, KvEntry};
 
@@ -95,6 +96,8 @@ struct TxnResult<T> {
 struct TxnError {
     #[serde(default)]
     what: String,
+    #[serde(default)]
+    op_index: usize,
 }
 
 /// The answer to a `/v1/txn` request.
@@ -163,11 +166,47 @@ pub(crate) enum Expect {
 /// The exact body of the lock transaction (its size is checked before any request): the guard of
 /// `expect`, then `lock` with our value and [`LOCK_FLAGS`](crate::LOCK_FLAGS).
 pub(crate) fn lock_txn_body(key: &str, value: &[u8], session: &str, expect: Expect) -> Vec<u8> {
+    txn_body(&lock_ops(key, value, session, expect))
+}
+
+/// The two operations that take one key: the guard of `expect`, then `lock` with our value and
+/// [`LOCK_FLAGS`](crate::LOCK_FLAGS).
+fn lock_ops<'a>(key: &'a str, value: &[u8], session: &'a str, expect: Expect) -> [TxnOp<'a>; 2] {
     let guard = match expect {
         Expect::Absent => TxnOp::kv("check-not-exists", key, None, None),
         Expect::Unchanged(index) => TxnOp::kv("check-index", key, None, None).index(index),
     };
-    txn_body(&[guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)])
+    [guard, TxnOp::kv("lock", key, Some(value), Some(session)).flags(crate::consul::flags::LOCK_FLAGS)]
+}
+
+/// Operations one key of a multi-key lock takes in its acquire transaction (the guard and the
+/// `lock`): a set of at most [`MAX_TXN_OPS`](crate::MAX_TXN_OPS) / 2 keys fits one transaction.
+pub(crate) const OPS_PER_LOCKED_KEY: usize = 2;
+
+/// The exact body of a multi-key lock transaction: every key of `keys` taken as by
+/// [`lock_txn_body`], all in one transaction — all or none.
+pub(crate) fn multi_lock_txn_body(keys: &[(&str, Expect)], value: &[u8], session: &str) -> Vec<u8> {
+    txn_body(&keys.iter().flat_map(|(k, e)| lock_ops(k, value, session, *e)).collect::<Vec<_>>())
+}
+
+/// The exact body of a guarded write (its size is checked before any request): `check-session`
+/// on each of `held` for `session`, then `ops` in order. Consul runs it all or nothing.
+pub(crate) fn guarded_txn_body(held: &[&str], session: &str, ops: &[ops::KvOp]) -> Vec<u8> {
+    let checks = held.iter().map(|k| TxnOp::kv("check-session", k, None, Some(session)));
+    let writes = ops.iter().map(|op| match op {
+        ops::KvOp::Put { key, value } => TxnOp::kv("set", key, Some(value), None),
+        ops::KvOp::Delete { key } => TxnOp::kv("delete", key, None, None),
+    });
+    txn_body(&checks.chain(writes).collect::<Vec<_>>())
+}
+
+/// Outcome of a guarded write.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Guarded {
+    /// Committed: every check passed and every operation was applied.
+    Written,
+    /// Rolled back: a held key is gone or another session's. Nothing was written.
+    NotOurs,
 }
 
 /// Decode a `GET /v1/kv/<key>` answer: `None` for 404 (no such key).
@@ -450,18 +489,24 @@ impl Client {
         }
     }
 
-    /// Try to take `key` for `session` with a `lock` transaction, which returns the fencing token.
+    /// Try to take `keys` for a session with one lock transaction ([`lock_txn_body`] or
+    /// [`multi_lock_txn_body`]), which returns the fencing token: the index of the transaction's
+    /// write, which every `lock` result carries (a `check-index` guard returns the key as it was
+    /// before, with an older index). Every key must carry it.
     /// `turn`: a queued waiter's attempt in its turn, sent on the holder connection while that is
     /// not open (see [`Client::holder_lane_if_cold`]).
-    pub(crate) async fn txn_lock(&self, body: Vec<u8>, turn: bool) -> Result<LockAttempt> {
+    pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str], turn: bool) -> Result<LockAttempt> {
         let lane = if turn { self.holder_lane_if_cold() } else { Lane::Request };
         match self.txn_in::<KvEntry>(lane, body).await {
-            Ok(Txn::Committed(kvs)) => kvs
-                .first()
-                .map(|kv| kv.modify_index)
-                .filter(|i| *i > 0)
-                .map(|modify_index| LockAttempt::Acquired { modify_index })
-                .ok_or_else(|| Error::decode(self.address(), "lock transaction returned no ModifyIndex")),
+            Ok(Txn::Committed(kvs)) => {
+                let token = kvs.iter().map(|kv| kv.modify_index).max().filter(|i| *i > 0);
+                let every = |t: u64| keys.iter().all(|k| kvs.iter().any(|kv| kv.key == *k && kv.modify_index == t));
+                match token {
+                    Some(t) if every(t) => Ok(LockAttempt::Acquired { modify_index: t }),
+                    Some(_) => Err(Error::decode(self.address(), "lock transaction: the keys carry different indexes")),
+                    None => Err(Error::decode(self.address(), "lock transaction returned no ModifyIndex")),
+                }
+            }
             Ok(Txn::RolledBack(what)) => match classify(&what) {
                 Said::LockDelay => Ok(LockAttempt::LockDelay),
                 Said::Held => Ok(LockAttempt::Held),
@@ -488,6 +533,92 @@ impl Client {
         }
     }
 
+    /// Hold our entries `entries` in several queues with `session` and list those queues (`queues`,
+    /// in the same order), in one transaction: a multi-key lock's place in each of its keys' queues,
+    /// all with the same `CreateIndex`.
+    pub(crate) async fn txn_enqueue_all(
+        &self,
+        entries: &[String],
+        session: &str,
+        queues: &[String],
+    ) -> Result<Enqueued> {
+        let locks = entries.iter().map(|e| TxnOp::kv("lock", e, None, Some(session)));
+        let lists = queues.iter().map(|q| TxnOp::kv("get-tree", q, None, None));
+        let body = txn_body(&locks.chain(lists).collect::<Vec<_>>());
+        match self.txn::<KvEntry>(body).await {
+            Ok(Txn::Committed(entries)) => Ok(Enqueued::Listed(entries)),
+            Ok(Txn::RolledBack(what)) if classify(&what) == Said::InvalidSession => Ok(Enqueued::InvalidSession),
+            Ok(Txn::RolledBack(what)) => Err(self.rolled_back(what)),
+            Err(e) => invalid_session(e).map(|_| Enqueued::InvalidSession),
+        }
+    }
+
+    /// Read several keys in one read-only transaction (no Raft write): `None` for a key that does
+    /// not exist. Consul rolls back a read naming a missing key (listing every missing one), so
+    /// those are left out and the rest read again.
+    pub(crate) async fn kv_get_many(&self, keys: &[&str]) -> Result<Vec<Option<KvEntry>>> {
+        let mut missing = vec![false; keys.len()];
+        for _ in 0..=keys.len() {
+            let ask: Vec<usize> = (0..keys.len()).filter(|&i| !missing[i]).collect();
+            if ask.is_empty() {
+                break;
+            }
+            let body = txn_body(&ask.iter().map(|&i| TxnOp::kv("get", keys[i], None, None)).collect::<Vec<_>>());
+            let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
+            if reply.status == 200 {
+                let r: TxnReply<KvEntry> = self.decode(&reply.body)?;
+                let found: Vec<KvEntry> = r.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).collect();
+                return Ok(keys.iter().map(|k| found.iter().find(|e| e.key == *k).cloned()).collect());
+            }
+            if reply.status != 409 {
+                return Err(self
+                    .check(reply)
+                    .err()
+                    .unwrap_or_else(|| Error::decode(self.address(), "unexpected status")));
+            }
+            let r: TxnReply<serde::de::IgnoredAny> = self.decode(&reply.body)?;
+            for e in r.errors.unwrap_or_default() {
+                match (classify(&e.what), ask.get(e.op_index)) {
+                    (Said::NotOurs, Some(&i)) => missing[i] = true,
+                    (Said::PermissionDenied, _) => {
+                        return Err(Error::PermissionDenied { address: self.address().to_owned(), message: e.what })
+                    }
+                    _ => return Err(self.rolled_back(e.what)),
+                }
+            }
+        }
+        Ok(vec![None; keys.len()]) // every key was missing at some read: none is there to take
+    }
+
+    /// Release a multi-key lock in one transaction: delete every key only if it still carries
+    /// `token` (`delete-cas`: nobody took it since, as its index is the acquire's), and our queue
+    /// entries `also_delete`; with `queues`, list them too (a read: no extra write), to tell whether
+    /// others wait. [`Released::NotOurs`] when some key changed: nothing was deleted.
+    pub(crate) async fn txn_release_set(
+        &self,
+        keys: &[&str],
+        token: u64,
+        session: &str,
+        also_delete: &[String],
+        queues: &[String],
+    ) -> Result<Released> {
+        let deletes = keys.iter().map(|k| TxnOp::kv("delete-cas", k, None, None).index(token));
+        let entries = also_delete.iter().map(|e| TxnOp::kv("delete", e, None, None));
+        let lists = queues.iter().map(|q| TxnOp::kv("get-tree", q, None, None));
+        let body = txn_body(&deletes.chain(entries).chain(lists).collect::<Vec<_>>());
+        match self.txn::<KvEntry>(body).await? {
+            Txn::Committed(listed) => {
+                let waiting = listed.iter().any(|e| {
+                    queues.iter().any(|q| e.key.starts_with(q.as_str()))
+                        && e.holder_session().is_some_and(|h| h != session)
+                });
+                Ok(Released::Deleted { waiting })
+            }
+            Txn::RolledBack(what) if matches!(classify(&what), Said::Stale | Said::NotOurs) => Ok(Released::NotOurs),
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
+        }
+    }
+
     /// Election: replace the value of `key` only while `session` holds it (`check-session` + `set`
     /// in one transaction, keeping `flags`). `Ok(Some(modify_index))` when written; `Ok(None)` when
     /// the key is gone or another session holds it.
@@ -502,6 +633,16 @@ impl Client {
                 .map(|kv| Some(kv.modify_index))
                 .ok_or_else(|| Error::decode(self.address(), "proclaim transaction returned no KV result")),
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(None),
+            Txn::RolledBack(what) => Err(self.rolled_back(what)),
+        }
+    }
+
+    /// Send a guarded write built by [`guarded_txn_body`]: committed only while every checked key
+    /// is still held by the session.
+    pub(crate) async fn txn_guarded(&self, body: Vec<u8>) -> Result<Guarded> {
+        match self.txn::<serde::de::IgnoredAny>(body).await? {
+            Txn::Committed(_) => Ok(Guarded::Written),
+            Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(Guarded::NotOurs),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
         }
     }

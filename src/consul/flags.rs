@@ -27,4 +27,10 @@ mod tests {
         assert!(lockable(0) && lockable(LOCK_FLAGS));
         assert!(!lockable(SEMAPHORE_FLAGS) && !lockable(1));
     }
+
+    #[test]
+    fn the_conflict_message_names_the_lock_flags() {
+        let e = crate::Error::Conflict { key: "k".into(), flags: 1 };
+        assert!(e.to_string().contains(&format!("a lock's are 0 or {LOCK_FLAGS:#x}")), "{e}");
+    }
 }

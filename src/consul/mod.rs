@@ -4,7 +4,8 @@
 //! many connections a client may open and which request gets one first; [`endpoints`]
 //! the few endpoints the primitives use, each answer classified; [`watch`] the one blocking-query
 //! loop; [`retry`] which failures are retried and how long to back off; [`flags`] and [`key`] the
-//! rules for keys (which primitive a key belongs to, what a valid key is). Nothing here imports
+//! rules for keys (which primitive a key belongs to, what a valid key is); [`ops`] the KV operations
+//! a guarded write carries. Nothing here imports
 //! from the layers above (sessions, primitives).
 
 pub(crate) mod budget;
@@ -12,5 +13,6 @@ pub(crate) mod client;
 pub(crate) mod endpoints;
 pub(crate) mod flags;
 pub(crate) mod key;
+pub(crate) mod ops;
 pub(crate) mod retry;
 pub(crate) mod watch;

@@ -12,6 +12,7 @@ use crate::election::leader_watch::{Leader, LeaderWatch};
 use crate::election::leadership::Leadership;
 use crate::error::Result;
 use crate::lock::builder::EphemeralLock;
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::session::shared::Session;
 
 /// Leader election on one key: candidates [`campaign`](Election::campaign) with a value (say, their
@@ -62,13 +63,8 @@ use crate::session::shared::Session;
 #[derive(Debug, Clone)]
 pub struct Election {
     key: String,
-    client: Option<Client>,
-    ttl: Option<Duration>,
-    lock_delay: Option<Duration>,
-    session_name: Option<String>,
-    acquire_timeout: Duration,
-    /// Bound to a shared session (from [`Session::election`]).
-    session: Option<Session>,
+    /// A campaign's lock settings (bound to a shared session from [`Session::election`]).
+    settings: Settings,
 }
 
 impl Election {
@@ -76,50 +72,30 @@ impl Election {
     /// environment) and no campaign timeout. Never fails: an invalid key or setting is reported by
     /// the first call, before any request.
     pub fn new(key: impl Into<String>) -> Self {
-        Election {
-            key: key.into(),
-            client: None,
-            ttl: None,
-            lock_delay: None,
-            session_name: None,
-            acquire_timeout: Duration::MAX,
-            session: None,
-        }
+        Self::with_settings(key.into(), Settings::default())
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at each call (on an election
-    /// from [`Session::election`], the session's client).
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
-        self
+    fn with_settings(key: String, mut settings: Settings) -> Self {
+        settings.acquire_timeout = Duration::MAX;
+        Election { key, settings }
     }
 
-    /// Session TTL of a campaign (see [`EphemeralLock::ttl`]). Default 15 s. On an election from
-    /// [`Session::election`] this, [`lock_delay`](Self::lock_delay) and
-    /// [`session_name`](Self::session_name) are the session's: the first campaign rejects them.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// Lock-delay after a leader's session is invalidated without resigning (see
-    /// [`EphemeralLock::lock_delay`]). Resigning never triggers it. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = Some(delay);
-        self
-    }
-
-    /// The campaign session's name. Default `consul-lock: <key>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.session_name = Some(name);
-        self
-    }
-
-    /// How long [`campaign`](Self::campaign) waits to be elected. Default `Duration::MAX`: until
-    /// elected. `Duration::ZERO` makes one attempt.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at each call (on an election
+        /// from [`Session::election`], the session's client).
+        client(Client) => set_client;
+        /// Session TTL of a campaign (see [`EphemeralLock::ttl`]). Default 15 s. On an election from
+        /// [`Session::election`] this, [`lock_delay`](Self::lock_delay) and
+        /// [`session_name`](Self::session_name) are the session's: the first campaign rejects them.
+        ttl(Duration) => set_ttl;
+        /// Lock-delay after a leader's session is invalidated without resigning (see
+        /// [`EphemeralLock::lock_delay`]). Resigning never triggers it. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The campaign session's name. Default `consul-lock: <key>`.
+        session_name(String) => set_session_name;
+        /// How long [`campaign`](Self::campaign) waits to be elected. Default `Duration::MAX`: until
+        /// elected. `Duration::ZERO` makes one attempt.
+        acquire_timeout(Duration) => set_acquire_timeout;
     }
 
     /// The election's key.
@@ -130,36 +106,16 @@ impl Election {
     /// The lock a campaign with `value` takes: with its own session, or bound to the shared one
     /// (which then rejects the session's settings set here, as a bound lock does).
     fn lock(&self, value: Vec<u8>) -> EphemeralLock {
-        let lock = match &self.session {
-            Some(s) => s.lock(self.key.clone()),
-            None => EphemeralLock::new(self.key.clone()),
-        };
-        let mut lock = lock.acquire_timeout(self.acquire_timeout).fair(true).value(value);
-        if let Some(c) = &self.client {
-            lock = lock.client(c.clone());
-        }
-        if let Some(ttl) = self.ttl {
-            lock = lock.ttl(ttl);
-        }
-        if let Some(delay) = self.lock_delay {
-            lock = lock.lock_delay(delay);
-        }
-        if let Some(name) = &self.session_name {
-            lock = lock.session_name(name.clone());
-        }
-        lock
+        EphemeralLock::with_settings(self.key.clone(), self.settings.clone()).fair(true).value(value)
     }
 
     /// The client set, else the shared session's; `None`: from the environment.
     fn chosen_client(&self) -> Option<Client> {
-        self.client.clone().or_else(|| self.session.as_ref().map(|s| s.core.client.clone()))
+        self.settings.chosen_client().cloned()
     }
 
     pub(crate) fn resolved_client(&self) -> Result<Client> {
-        match self.chosen_client() {
-            Some(c) => Ok(c),
-            None => Client::from_env(),
-        }
+        self.settings.clone().client()
     }
 
     /// Campaign with `value` and wait until elected (or the acquire timeout, if one is set). The
@@ -282,6 +238,6 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn election(&self, key: impl Into<String>) -> Election {
-        Election { session: Some(self.clone()), ..Election::new(key) }
+        Election::with_settings(key.into(), Settings::bound(&self.core))
     }
 }

@@ -3,5 +3,6 @@
 //! proclaim, resign), [`leader_watch`] following the leader as anyone can.
 
 pub(crate) mod builder;
+pub(crate) mod guarded;
 pub(crate) mod leader_watch;
 pub(crate) mod leadership;

@@ -224,8 +224,10 @@ impl Acquire {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
+        let keys = [plan.key.as_str()];
         let turn = self.queued && self.likely;
-        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), turn)).await?)
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys, turn))
+            .await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {

@@ -6,18 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consul::client::Client;
-use crate::consul::endpoints::{self, SessionSpec};
+use crate::consul::endpoints;
 use crate::consul::key::{self, MAX_TXN_BODY_BYTES, MAX_VALUE_BYTES};
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::lock::acquire::{self, Plan};
 use crate::lock::guard::LockGuard;
 use crate::primitive::hold::Hold;
-use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
+use crate::primitive::holding::{holding_methods, Holding};
+use crate::primitive::settings::{settings_setters, Settings};
+use crate::session::lifecycle::SessionCore;
 use crate::session::shared::Session;
-
-/// Default time `hold`/`acquire` wait for a held key: 500 ms.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A stand-in session ID of the real length, to size the lock transaction before we have one.
 const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
@@ -49,19 +48,9 @@ const SESSION_ID_SHAPE: &str = "00000000-0000-0000-0000-000000000000";
 #[derive(Debug)]
 pub struct EphemeralLock {
     key: String,
-    client: Option<Client>,
-    ttl: Duration,
-    acquire_timeout: Duration,
-    lock_delay: Duration,
+    settings: Settings,
     max_hold: Option<Duration>,
-    value: Option<Vec<u8>>,
-    session_name: Option<String>,
-    node_checks: bool,
-    /// Bound to a shared session (from [`Session::lock`](crate::Session::lock)).
-    shared: Option<Arc<SessionCore>>,
-    /// Settings that belong to the session, set on a lock bound to a shared one.
-    session_setting_on_shared: Option<&'static str>,
-    held: Option<Arc<Hold>>,
+    held: Holding<Hold>,
     fair: bool,
 }
 
@@ -70,64 +59,41 @@ impl EphemeralLock {
     /// 500 ms, lock-delay 15 s, no `max_hold`, holder-info JSON as value. Never fails: invalid
     /// settings are reported as [`Error::InvalidConfig`] by the first call, before any request.
     pub fn new(key: impl Into<String>) -> Self {
-        EphemeralLock {
-            key: key.into(),
-            client: None,
-            ttl: DEFAULT_TTL,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            lock_delay: DEFAULT_LOCK_DELAY,
-            max_hold: None,
-            value: None,
-            session_name: None,
-            node_checks: false,
-            shared: None,
-            session_setting_on_shared: None,
-            held: None,
-            fair: false,
-        }
+        Self::with_settings(key.into(), Settings::default())
     }
 
-    fn bound(key: String, session: Arc<SessionCore>) -> Self {
-        let mut lock = Self::new(key).client(session.client.clone());
-        lock.shared = Some(session);
-        lock
+    /// A lock on `key` with these settings (a lock bound to a shared session, an election's).
+    pub(crate) fn with_settings(key: String, settings: Settings) -> Self {
+        EphemeralLock { key, settings, max_hold: None, held: Holding::default(), fair: false }
     }
 
-    fn session_setting(mut self, name: &'static str) -> Self {
-        if self.shared.is_some() {
-            self.session_setting_on_shared = Some(name);
-        }
-        self
+    fn bound(key: String, session: &Arc<SessionCore>) -> Self {
+        Self::with_settings(key, Settings::bound(session))
     }
 
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s`. Renewed every TTL/2 while waiting and holding; a holder that
-    /// cannot renew for a TTL considers the lock lost. Default 15 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self.session_setting("ttl")
-    }
-
-    /// How long `hold`/`acquire` wait while someone else holds the key. `Duration::ZERO` makes one
-    /// attempt and does not wait: with its own session it reads the key first, so a key held by
-    /// another costs that one read (no session is made) and a free one a read more than a waiting
-    /// acquire. `Duration::MAX` waits forever. Default 500 ms.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Consul's lock-delay, `0 ..= 60 s`: after a holder's session is invalidated (expired,
-    /// destroyed) while holding, nobody can take the key for this long. A normal release never
-    /// triggers it. Zero also makes release one write. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self.session_setting("lock_delay")
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s`. Renewed every TTL/2 while waiting and holding; a holder that
+        /// cannot renew for a TTL considers the lock lost. Default 15 s.
+        ttl(Duration) => set_ttl;
+        /// How long `hold`/`acquire` wait while someone else holds the key. `Duration::ZERO` makes one
+        /// attempt and does not wait: with its own session it reads the key first, so a key held by
+        /// another costs that one read (no session is made) and a free one a read more than a waiting
+        /// acquire. `Duration::MAX` waits forever. Default 500 ms.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// Consul's lock-delay, `0 ..= 60 s`: after a holder's session is invalidated (expired,
+        /// destroyed) while holding, nobody can take the key for this long. A normal release never
+        /// triggers it. Zero also makes release one write. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value written into the key while held (≤ ~383 KiB, see [`MAX_TXN_BODY_BYTES`]).
+        /// Default: JSON [`HolderInfo`] (hostname, pid, acquired-at, session name, crate version).
+        value(Vec<u8>) => set_value;
+        /// The session's name, shown by `consul` tooling. Default `consul-lock: <key>`.
+        session_name(String) => set_session_name;
+        /// Tie the session to the agent node's health (`serfHealth`) as well as its TTL. Default
+        /// `false`: the lock lives and dies with this process's renewals only.
+        node_health_checks(bool) => set_node_checks;
     }
 
     /// Hold for at most this long: at that time the library releases the key and the guard reports
@@ -135,19 +101,6 @@ impl EphemeralLock {
     pub fn max_hold(mut self, limit: Duration) -> Self {
         self.max_hold = Some(limit);
         self
-    }
-
-    /// The value written into the key while held (≤ ~383 KiB, see [`MAX_TXN_BODY_BYTES`]).
-    /// Default: JSON [`HolderInfo`] (hostname, pid, acquired-at, session name, crate version).
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.value = Some(value);
-        self
-    }
-
-    /// The session's name, shown by `consul` tooling. Default `consul-lock: <key>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.session_name = Some(name);
-        self.session_setting("session_name")
     }
 
     /// Strict FIFO. Waiters always queue by arrival (`CreateIndex` of an entry under
@@ -165,156 +118,111 @@ impl EphemeralLock {
         self
     }
 
-    /// Tie the session to the agent node's health (`serfHealth`) as well as its TTL. Default
-    /// `false`: the lock lives and dies with this process's renewals only.
-    pub fn node_health_checks(mut self, yes: bool) -> Self {
-        self.node_checks = yes;
-        self.session_setting("node_health_checks")
-    }
-
     /// The key this lock is for.
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    /// `true` while this lock holds its key (see [`LockGuard::is_held`]).
-    pub fn is_held(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| h.is_held())
-    }
-
     /// The fencing token while held (see [`LockGuard::fencing_token`]); `None` otherwise.
     pub fn fencing_token(&self) -> Option<u64> {
-        self.held.as_ref().filter(|h| h.is_held()).map(|h| h.token)
+        self.held.held().map(|h| h.token)
     }
 
     /// The hold behind this value, if any (for the blocking mirror).
     pub(crate) fn current_hold(&self) -> Option<Arc<Hold>> {
-        self.held.clone()
+        self.held.current()
     }
 
-    /// Resolves when the lock held by this value is known lost (see [`LockGuard::lost`]);
-    /// at once when it holds nothing. Infallible: loss is a state, not an error.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future changes nothing.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
-    /// if lock.acquire(false).await? {
-    ///     tokio::select! {
-    ///         _ = lock.lost() => eprintln!("lost the lock: stop"),
-    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-    ///     }
-    ///     lock.release().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn lost(&self) {
-        if let Some(h) = &self.held {
-            h.wait_lost().await
-        }
-    }
-
-    /// Take the lock, waiting up to the acquire timeout; a guard that releases on drop.
-    ///
-    /// # Errors
-    /// [`Error::NotAcquired`] (naming the holder when known) if someone else held the key for the
-    /// whole timeout; [`Error::InvalidConfig`] before any request for bad settings;
-    /// [`Error::Transport`] (naming the address) if Consul did not answer by the deadline;
-    /// [`Error::PermissionDenied`] / [`Error::Consul`] for refusals.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future at any point leaves no key held, no session and no renewal
-    /// task behind. The work runs in a task that owns each request's outcome; when the future is
-    /// gone it stops waiting, and it releases or destroys whatever a request in flight created.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let guard = consul_lock::EphemeralLock::new("my/key").hold().await?;
-    /// println!("token {}", guard.fencing_token());
-    /// guard.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn hold(mut self) -> Result<LockGuard> {
-        if self.held.is_some() {
-            return Err(Error::AlreadyHeld);
-        }
-        let plan = self.plan()?;
-        match acquire::run(plan, true).await? {
-            Some(hold) => Ok(LockGuard { hold }),
-            // fail_hard = true never returns Ok(None); keep a typed error rather than a panic.
-            None => Err(Error::NotAcquired { key: self.key.clone(), waited: Duration::ZERO, holder: None }),
-        }
-    }
-
-    /// Take the lock, waiting up to the acquire timeout. `Ok(true)`: held (release with
-    /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
-    /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
-    ///
-    /// # Errors
-    /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds its key
-    /// (locks are not re-entrant). Consul failing is always an error, never `Ok(false)`.
-    ///
-    /// # Cancel safety
-    /// As [`hold`](Self::hold): dropping the future leaves nothing behind.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// use std::time::Duration;
-    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42").acquire_timeout(Duration::ZERO);
-    /// if lock.acquire(false).await? {
-    ///     // … only one process in the fleet gets here at a time …
-    ///     lock.release().await?;
-    /// } else {
-    ///     eprintln!("someone else is doing job 42");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        if self.held.as_ref().is_some_and(|h| h.is_held()) {
-            return Err(Error::AlreadyHeld);
-        }
-        // A lost hold left over: finish its cleanup (never touches another holder's key).
-        if let Some(old) = self.held.take() {
-            old.release().await?;
-        }
-        let plan = self.plan()?;
-        match acquire::run(plan, fail_hard).await? {
-            Some(hold) => {
-                self.held = Some(hold);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// Release the key if held: owner-checked delete, then the session is destroyed (in the
-    /// background). No-op when not held; `Ok(())` for a lost lock after cleaning up.
-    ///
-    /// # Errors
-    /// Transport or Consul errors after retrying (the session still expires or is destroyed).
-    ///
-    /// # Cancel safety
-    /// If the future is dropped the release completes in the background.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
-    /// lock.acquire(true).await?;
-    /// lock.release().await?;
-    /// lock.release().await?; // not held any more: a no-op
-    /// # Ok(()) }
-    /// ```
-    pub async fn release(&mut self) -> Result<()> {
-        match self.held.take() {
-            Some(hold) => LockGuard { hold }.release().await,
-            None => Ok(()),
-        }
+    holding_methods! {
+        guard: LockGuard { hold }, procedure: acquire::run, wanted: key;
+        /// `true` while this lock holds its key (see [`LockGuard::is_held`]).
+        is_held;
+        /// Resolves when the lock held by this value is known lost (see [`LockGuard::lost`]);
+        /// at once when it holds nothing. Infallible: loss is a state, not an error.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future changes nothing.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
+        /// if lock.acquire(false).await? {
+        ///     tokio::select! {
+        ///         _ = lock.lost() => eprintln!("lost the lock: stop"),
+        ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        ///     }
+        ///     lock.release().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        lost;
+        /// Take the lock, waiting up to the acquire timeout; a guard that releases on drop.
+        ///
+        /// # Errors
+        /// [`Error::NotAcquired`] (naming the holder when known) if someone else held the key for the
+        /// whole timeout; [`Error::InvalidConfig`] before any request for bad settings;
+        /// [`Error::Transport`] (naming the address) if Consul did not answer by the deadline;
+        /// [`Error::PermissionDenied`] / [`Error::Consul`] for refusals.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future at any point leaves no key held, no session and no renewal
+        /// task behind. The work runs in a task that owns each request's outcome; when the future is
+        /// gone it stops waiting, and it releases or destroys whatever a request in flight created.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let guard = consul_lock::EphemeralLock::new("my/key").hold().await?;
+        /// println!("token {}", guard.fencing_token());
+        /// guard.release().await?;
+        /// # Ok(()) }
+        /// ```
+        hold;
+        /// Take the lock, waiting up to the acquire timeout. `Ok(true)`: held (release with
+        /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
+        /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
+        ///
+        /// # Errors
+        /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds its key
+        /// (locks are not re-entrant). Consul failing is always an error, never `Ok(false)`.
+        ///
+        /// # Cancel safety
+        /// As [`hold`](Self::hold): dropping the future leaves nothing behind.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// use std::time::Duration;
+        /// let mut lock = consul_lock::EphemeralLock::new("jobs/42").acquire_timeout(Duration::ZERO);
+        /// if lock.acquire(false).await? {
+        ///     // … only one process in the fleet gets here at a time …
+        ///     lock.release().await?;
+        /// } else {
+        ///     eprintln!("someone else is doing job 42");
+        /// }
+        /// # Ok(()) }
+        /// ```
+        acquire;
+        /// Release the key if held: owner-checked delete, then the session is destroyed (in the
+        /// background). No-op when not held; `Ok(())` for a lost lock after cleaning up.
+        ///
+        /// # Errors
+        /// Transport or Consul errors after retrying (the session still expires or is destroyed).
+        ///
+        /// # Cancel safety
+        /// If the future is dropped the release completes in the background.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut lock = consul_lock::EphemeralLock::new("jobs/42");
+        /// lock.acquire(true).await?;
+        /// lock.release().await?;
+        /// lock.release().await?; // not held any more: a no-op
+        /// # Ok(()) }
+        /// ```
+        release;
     }
 
     /// Acquire (failing hard), run `fut`, release. If the lock is lost meanwhile, `fut` is dropped
@@ -360,58 +268,46 @@ impl EphemeralLock {
     /// Validate everything before any request.
     fn plan(&mut self) -> Result<Plan> {
         key::validate(&self.key)?;
-        if let Some(setting) = self.session_setting_on_shared {
-            return Err(Error::InvalidConfig(format!(
-                "`{setting}` belongs to the shared Session this lock is bound to; set it on the Session"
-            )));
-        }
+        let spec = self.settings.session_spec("lock", format!("consul-lock: {}", self.key))?;
         if self.max_hold.is_some_and(|d| d.is_zero()) {
             return Err(Error::InvalidConfig("max_hold must be greater than zero".into()));
         }
-        let session_name = self.session_name.clone().unwrap_or_else(|| format!("consul-lock: {}", self.key));
-        let spec = SessionSpec {
-            name: session_name,
-            ttl: self.ttl,
-            lock_delay: self.lock_delay,
-            node_checks: self.node_checks,
-        };
-        lifecycle::validate_spec(&spec)?;
-        let value_len = match &self.value {
-            Some(v) => v.len(),
-            None => HolderInfo::current(Some(&spec.name)).to_json().len(),
-        };
-        if value_len > MAX_VALUE_BYTES {
-            return Err(Error::InvalidConfig(format!(
-                "value is {value_len} bytes; Consul stores at most {MAX_VALUE_BYTES} bytes in a key"
-            )));
-        }
-        let expect = endpoints::Expect::Unchanged(u64::MAX); // the longer of the two guards
-        let body_len = endpoints::lock_txn_body(&self.key, &vec![0; value_len], SESSION_ID_SHAPE, expect).len();
-        if body_len > MAX_TXN_BODY_BYTES {
-            return Err(Error::InvalidConfig(format!(
-                "value is {value_len} bytes: base64-encoded in the lock transaction it needs {body_len} bytes, \
-                 over Consul's {MAX_TXN_BODY_BYTES}-byte transaction limit (about 383 KiB of value fit)"
-            )));
-        }
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
+        let value = self.settings.value.clone();
+        check_value_fits(&self.key, value.as_deref(), &spec.name)?;
         Ok(Plan {
-            client,
+            client: self.settings.client()?,
             key: self.key.clone(),
-            value: self.value.clone(),
+            value,
             spec,
-            acquire_timeout: self.acquire_timeout,
+            acquire_timeout: self.settings.acquire_timeout,
             max_hold: self.max_hold,
-            shared: self.shared.clone(),
+            shared: self.settings.shared(),
             fair: self.fair,
         })
     }
+}
+
+/// A lock's value (ours, or the default holder info) must fit in a key and, base64-encoded, in the
+/// lock transaction.
+fn check_value_fits(key: &str, value: Option<&[u8]>, session_name: &str) -> Result<()> {
+    let value_len = match value {
+        Some(v) => v.len(),
+        None => HolderInfo::current(Some(session_name)).to_json().len(),
+    };
+    if value_len > MAX_VALUE_BYTES {
+        return Err(Error::InvalidConfig(format!(
+            "value is {value_len} bytes; Consul stores at most {MAX_VALUE_BYTES} bytes in a key"
+        )));
+    }
+    let expect = endpoints::Expect::Unchanged(u64::MAX); // the longer of the two guards
+    let body_len = endpoints::lock_txn_body(key, &vec![0; value_len], SESSION_ID_SHAPE, expect).len();
+    if body_len > MAX_TXN_BODY_BYTES {
+        return Err(Error::InvalidConfig(format!(
+            "value is {value_len} bytes: base64-encoded in the lock transaction it needs {body_len} bytes, \
+             over Consul's {MAX_TXN_BODY_BYTES}-byte transaction limit (about 383 KiB of value fit)"
+        )));
+    }
+    Ok(())
 }
 
 impl Session {
@@ -433,6 +329,6 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn lock(&self, key: impl Into<String>) -> EphemeralLock {
-        EphemeralLock::bound(key.into(), self.core.clone())
+        EphemeralLock::bound(key.into(), &self.core)
     }
 }

@@ -6,3 +6,4 @@
 pub(crate) mod acquire;
 pub(crate) mod builder;
 pub(crate) mod guard;
+pub(crate) mod guarded;

@@ -18,6 +18,7 @@ use crate::consul::watch::Watch;
 use crate::error::Result;
 use crate::metrics::{self, Loss};
 use crate::mutex::lock;
+use crate::primitive::holding::Held;
 use crate::session::lifecycle::{Claim, SessionCore};
 
 /// Delete `key` (and `also`, a queue entry) only if `session` holds it, retried for one request
@@ -209,6 +210,20 @@ impl Hold {
             claim: lock(&self.claim).take(),
             queue_entry: lock(&self.queue_entry).take(),
         })
+    }
+}
+
+impl Held for Hold {
+    fn is_held(&self) -> bool {
+        Hold::is_held(self)
+    }
+
+    async fn wait_lost(self: &Arc<Self>) {
+        Hold::wait_lost(self).await
+    }
+
+    async fn release(&self) -> Result<()> {
+        Hold::release(self).await
     }
 }
 

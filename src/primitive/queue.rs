@@ -120,6 +120,34 @@ impl Place {
         }
     }
 
+    /// Take a place in the queue of each of `lock_keys` at once: one transaction that locks our
+    /// entries (all with the same `CreateIndex`, so a multi-key lock is one arrival in every queue)
+    /// and lists the queues. `Ok(None)`: Consul says our session is invalid.
+    pub(crate) async fn enqueue_all(
+        client: &Client,
+        lock_keys: &[String],
+        sid: &str,
+        deadline: Instant,
+    ) -> Result<Option<Vec<Place>>> {
+        let queues: Vec<String> = lock_keys.iter().map(|k| prefix(k)).collect();
+        let mine: Vec<String> = queues.iter().map(|q| format!("{q}{sid}")).collect();
+        match retry::until(deadline, || client.txn_enqueue_all(&mine, sid, &queues)).await? {
+            Enqueued::InvalidSession => Ok(None),
+            Enqueued::Listed(entries) => Ok(Some(
+                lock_keys
+                    .iter()
+                    .map(|k| Place {
+                        client: client.clone(),
+                        lock_key: k.clone(),
+                        sid: sid.to_owned(),
+                        fresh: Some(entries.clone()),
+                        armed: true,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
     /// The queue now (the enqueue's own listing the first time); `None` when the deadline passed.
     async fn listing(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<KvEntry>>> {
         if let Some(e) = self.fresh.take() {

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consul::client::Client;
-use crate::consul::endpoints::SessionSpec;
 use crate::consul::key::{self, MAX_VALUE_BYTES};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
-use crate::lock::builder::DEFAULT_ACQUIRE_TIMEOUT;
+use crate::primitive::holding::{holding_methods, Holding};
+use crate::primitive::settings::{settings_setters, Settings};
 use crate::semaphore::admit::{self, Plan};
 use crate::semaphore::permit::{Permit, SemaphorePermit};
 use crate::semaphore::slots::{self, Layout, MAX_LIMIT};
-use crate::session::lifecycle::{self, SessionCore, DEFAULT_LOCK_DELAY, DEFAULT_TTL};
 use crate::session::shared::Session;
 
 /// A counting semaphore on a Consul KV prefix: at most `limit` holders at once, each through its
@@ -56,15 +55,8 @@ use crate::session::shared::Session;
 pub struct Semaphore {
     prefix: String,
     limit: u32,
-    client: Option<Client>,
-    ttl: Duration,
-    acquire_timeout: Duration,
-    lock_delay: Duration,
-    value: Option<Vec<u8>>,
-    session_name: Option<String>,
-    shared: Option<Arc<SessionCore>>,
-    session_setting_on_shared: Option<&'static str>,
-    held: Option<Arc<Permit>>,
+    settings: Settings,
+    held: Holding<Permit>,
 }
 
 impl Semaphore {
@@ -73,65 +65,25 @@ impl Semaphore {
     /// as the contender key's value. Never fails: bad input is [`Error::InvalidConfig`] at the
     /// first call, before any request.
     pub fn new(prefix: impl Into<String>, limit: u32) -> Self {
-        Semaphore {
-            prefix: prefix.into(),
-            limit,
-            client: None,
-            ttl: DEFAULT_TTL,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            lock_delay: DEFAULT_LOCK_DELAY,
-            value: None,
-            session_name: None,
-            shared: None,
-            session_setting_on_shared: None,
-            held: None,
-        }
+        Semaphore { prefix: prefix.into(), limit, settings: Settings::default(), held: Holding::default() }
     }
 
-    fn session_setting(mut self, name: &'static str) -> Self {
-        if self.shared.is_some() {
-            self.session_setting_on_shared = Some(name);
-        }
-        self
-    }
-
-    /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
-        self
-    }
-
-    /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
-    /// Default 15 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self.session_setting("ttl")
-    }
-
-    /// How long `hold`/`acquire` wait while every slot is taken. `Duration::ZERO` makes one
-    /// attempt; `Duration::MAX` waits forever. Default 500 ms.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// The session's lock-delay, `0 ..= 60 s`. A contender key is never taken by anyone else, so it
-    /// does not delay others; kept for symmetry with the lock. Default 15 s.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self.session_setting("lock_delay")
-    }
-
-    /// The value of our contender key while held (at most 512 KiB). Default: JSON [`HolderInfo`](crate::HolderInfo).
-    pub fn value(mut self, value: Vec<u8>) -> Self {
-        self.value = Some(value);
-        self
-    }
-
-    /// The session's name. Default `consul-lock semaphore: <prefix>`.
-    pub fn session_name(mut self, name: String) -> Self {
-        self.session_name = Some(name);
-        self.session_setting("session_name")
+    settings_setters! {
+        /// The Consul client to use. Default: [`Client::from_env`], built at the first call.
+        client(Client) => set_client;
+        /// Session TTL, `10 s ..= 86400 s` (see [`EphemeralLock::ttl`](crate::EphemeralLock::ttl)).
+        /// Default 15 s.
+        ttl(Duration) => set_ttl;
+        /// How long `hold`/`acquire` wait while every slot is taken. `Duration::ZERO` makes one
+        /// attempt; `Duration::MAX` waits forever. Default 500 ms.
+        acquire_timeout(Duration) => set_acquire_timeout;
+        /// The session's lock-delay, `0 ..= 60 s`. A contender key is never taken by anyone else, so it
+        /// does not delay others; kept for symmetry with the lock. Default 15 s.
+        lock_delay(Duration) => set_lock_delay;
+        /// The value of our contender key while held (at most 512 KiB). Default: JSON [`HolderInfo`](crate::HolderInfo).
+        value(Vec<u8>) => set_value;
+        /// The session's name. Default `consul-lock semaphore: <prefix>`.
+        session_name(String) => set_session_name;
     }
 
     /// The semaphore's prefix.
@@ -144,148 +96,105 @@ impl Semaphore {
         self.limit
     }
 
-    /// `true` while this value holds a slot (see [`SemaphorePermit::is_held`]).
-    pub fn is_held(&self) -> bool {
-        self.held.as_ref().is_some_and(|p| p.is_held())
-    }
-
     /// The token while held (see [`SemaphorePermit::token`]); `None` otherwise.
     pub fn token(&self) -> Option<u64> {
-        self.held.as_ref().filter(|p| p.is_held()).map(|p| p.token)
+        self.held.held().map(|p| p.token)
     }
 
     pub(crate) fn current_permit(&self) -> Option<Arc<Permit>> {
-        self.held.clone()
+        self.held.current()
     }
 
-    /// Resolves when the slot held by this value is known lost (see [`SemaphorePermit::lost`]); at
-    /// once when it holds none. Infallible.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future changes nothing.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
-    /// if sem.acquire(false).await? {
-    ///     sem.lost().await;
-    ///     eprintln!("slot lost");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn lost(&self) {
-        if let Some(p) = &self.held {
-            p.wait_lost().await
-        }
-    }
-
-    /// Take a slot, waiting up to the acquire timeout; a permit that releases on drop. Waiters
-    /// are served first come, first served, and each release wakes only the first in line.
-    ///
-    /// # Errors
-    /// [`Error::NotAcquired`] if every slot stayed taken for the whole timeout;
-    /// [`Error::InvalidConfig`] before any request for bad settings (empty or invalid prefix, limit
-    /// 0 or over 4096); [`Error::LimitConflict`] when the prefix stores another limit;
-    /// [`Error::Conflict`] when its `.lock` key is not a semaphore's; transport and Consul errors.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future at any point leaves no contender key, no holder entry, no
-    /// queue entry and no session behind. The work runs in a task that owns each request's
-    /// outcome; when the future is gone it stops waiting and gives back whatever a request in
-    /// flight took.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let permit = consul_lock::Semaphore::new("jobs/encoder", 3).hold().await?;
-    /// println!("slot taken with token {}", permit.token());
-    /// permit.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn hold(mut self) -> Result<SemaphorePermit> {
-        if self.held.is_some() {
-            return Err(Error::AlreadyHeld);
-        }
-        let plan = self.plan()?;
-        match admit::run(plan, true).await? {
-            Some(permit) => Ok(SemaphorePermit { permit }),
-            None => Err(Error::NotAcquired { key: self.prefix.clone(), waited: Duration::ZERO, holder: None }),
-        }
-    }
-
-    /// Take a slot, waiting up to the acquire timeout. `Ok(true)`: held (release with
-    /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
-    /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
-    ///
-    /// # Errors
-    /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds a slot.
-    ///
-    /// # Cancel safety
-    /// As [`hold`](Self::hold).
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
-    /// if sem.acquire(false).await? {
-    ///     // … at most 3 of these at once …
-    ///     sem.release().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn acquire(&mut self, fail_hard: bool) -> Result<bool> {
-        if self.held.as_ref().is_some_and(|p| p.is_held()) {
-            return Err(Error::AlreadyHeld);
-        }
-        if let Some(old) = self.held.take() {
-            old.release().await?;
-        }
-        let plan = self.plan()?;
-        match admit::run(plan, fail_hard).await? {
-            Some(permit) => {
-                self.held = Some(permit);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// Give the slot back if held (see [`SemaphorePermit::release`]); a no-op otherwise.
-    ///
-    /// # Errors
-    /// As [`SemaphorePermit::release`].
-    ///
-    /// # Cancel safety
-    /// If the future is dropped the release completes in the background.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo() -> consul_lock::Result<()> {
-    /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
-    /// sem.acquire(true).await?;
-    /// sem.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn release(&mut self) -> Result<()> {
-        match self.held.take() {
-            Some(permit) => SemaphorePermit { permit }.release().await,
-            None => Ok(()),
-        }
+    holding_methods! {
+        guard: SemaphorePermit { permit }, procedure: admit::run, wanted: prefix;
+        /// `true` while this value holds a slot (see [`SemaphorePermit::is_held`]).
+        is_held;
+        /// Resolves when the slot held by this value is known lost (see [`SemaphorePermit::lost`]); at
+        /// once when it holds none. Infallible.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future changes nothing.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
+        /// if sem.acquire(false).await? {
+        ///     sem.lost().await;
+        ///     eprintln!("slot lost");
+        /// }
+        /// # Ok(()) }
+        /// ```
+        lost;
+        /// Take a slot, waiting up to the acquire timeout; a permit that releases on drop. Waiters
+        /// are served first come, first served, and each release wakes only the first in line.
+        ///
+        /// # Errors
+        /// [`Error::NotAcquired`] if every slot stayed taken for the whole timeout;
+        /// [`Error::InvalidConfig`] before any request for bad settings (empty or invalid prefix, limit
+        /// 0 or over 4096); [`Error::LimitConflict`] when the prefix stores another limit;
+        /// [`Error::Conflict`] when its `.lock` key is not a semaphore's; transport and Consul errors.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: dropping the future at any point leaves no contender key, no holder entry, no
+        /// queue entry and no session behind. The work runs in a task that owns each request's
+        /// outcome; when the future is gone it stops waiting and gives back whatever a request in
+        /// flight took.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let permit = consul_lock::Semaphore::new("jobs/encoder", 3).hold().await?;
+        /// println!("slot taken with token {}", permit.token());
+        /// permit.release().await?;
+        /// # Ok(()) }
+        /// ```
+        hold;
+        /// Take a slot, waiting up to the acquire timeout. `Ok(true)`: held (release with
+        /// [`release`](Self::release) or by dropping this value). On timeout, `Ok(false)` when
+        /// `fail_hard` is false, [`Error::NotAcquired`] when it is true.
+        ///
+        /// # Errors
+        /// As [`hold`](Self::hold), plus [`Error::AlreadyHeld`] when this value already holds a slot.
+        ///
+        /// # Cancel safety
+        /// As [`hold`](Self::hold).
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
+        /// if sem.acquire(false).await? {
+        ///     // … at most 3 of these at once …
+        ///     sem.release().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        acquire;
+        /// Give the slot back if held (see [`SemaphorePermit::release`]); a no-op otherwise.
+        ///
+        /// # Errors
+        /// As [`SemaphorePermit::release`].
+        ///
+        /// # Cancel safety
+        /// If the future is dropped the release completes in the background.
+        ///
+        /// # Examples
+        /// ```no_run
+        /// # async fn demo() -> consul_lock::Result<()> {
+        /// let mut sem = consul_lock::Semaphore::new("jobs/encoder", 3);
+        /// sem.acquire(true).await?;
+        /// sem.release().await?;
+        /// # Ok(()) }
+        /// ```
+        release;
     }
 
     /// Validate everything before any request.
     fn plan(&mut self) -> Result<Plan> {
         validate(&self.prefix, self.limit)?;
-        if let Some(setting) = self.session_setting_on_shared {
-            return Err(Error::InvalidConfig(format!(
-                "`{setting}` belongs to the shared Session this semaphore is bound to; set it on the Session"
-            )));
-        }
-        let name = self.session_name.clone().unwrap_or_else(|| format!("consul-lock semaphore: {}", self.prefix));
-        let spec = SessionSpec { name, ttl: self.ttl, lock_delay: self.lock_delay, node_checks: false };
-        lifecycle::validate_spec(&spec)?;
-        let value_len = self.value.as_ref().map_or(0, Vec::len);
+        let spec = self.settings.session_spec("semaphore", format!("consul-lock semaphore: {}", self.prefix))?;
+        let value_len = self.settings.value.as_ref().map_or(0, Vec::len);
         if value_len > MAX_VALUE_BYTES / 2 {
             return Err(Error::InvalidConfig(format!(
                 "value is {value_len} bytes; a contender key's value rides in a transaction with the holders, \
@@ -293,22 +202,14 @@ impl Semaphore {
                 MAX_VALUE_BYTES / 2
             )));
         }
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::from_env()?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
         Ok(Plan {
-            client,
+            client: self.settings.client()?,
             layout: Layout::new(&self.prefix),
             limit: self.limit,
-            value: self.value.clone(),
+            value: self.settings.value.clone(),
             spec,
-            acquire_timeout: self.acquire_timeout,
-            shared: self.shared.clone(),
+            acquire_timeout: self.settings.acquire_timeout,
+            shared: self.settings.shared(),
         })
     }
 }
@@ -392,9 +293,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn semaphore(&self, prefix: impl Into<String>, limit: u32) -> Semaphore {
-        let mut sem = Semaphore::new(prefix, limit).client(self.core.client.clone());
-        sem.shared = Some(self.core.clone());
-        sem
+        Semaphore { settings: Settings::bound(&self.core), ..Semaphore::new(prefix, limit) }
     }
 }
 

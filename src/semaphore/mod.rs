@@ -5,5 +5,6 @@
 
 pub(crate) mod admit;
 pub(crate) mod builder;
+pub(crate) mod guarded;
 pub(crate) mod permit;
 pub(crate) mod slots;

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::holder::KvEntry;
 use crate::mutex::lock;
 use crate::primitive::hold::delete_if_ours;
+use crate::primitive::holding::Held;
 use crate::semaphore::slots::{Layout, Slots};
 use crate::session::lifecycle::{Claim, SessionCore};
 
@@ -102,7 +103,7 @@ impl Permit {
 
     /// The slot is lost: report it and clean up (leave `Holders`, delete the contender key if still
     /// ours, destroy an own session) so that no zombie keeps a slot.
-    fn mark_lost(&self, reason: &str) {
+    pub(crate) fn mark_lost(&self, reason: &str) {
         if self.finished.load(Ordering::SeqCst) || self.lost.send_replace(true) {
             return;
         }
@@ -148,6 +149,20 @@ impl Permit {
             return None;
         }
         Some(self.job(false))
+    }
+}
+
+impl Held for Permit {
+    fn is_held(&self) -> bool {
+        Permit::is_held(self)
+    }
+
+    async fn wait_lost(self: &Arc<Self>) {
+        Permit::wait_lost(self).await
+    }
+
+    async fn release(&self) -> Result<()> {
+        Permit::release(self).await
     }
 }
 

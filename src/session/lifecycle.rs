@@ -51,9 +51,12 @@ pub(crate) fn validate_lock_delay(d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The longest session name Consul accepts, in bytes.
+pub(crate) const MAX_SESSION_NAME_BYTES: usize = 1024;
+
 /// A session's name: at most 1024 bytes, no control characters.
 pub(crate) fn validate_session_name(name: &str) -> Result<()> {
-    if name.len() > 1024 || name.chars().any(char::is_control) {
+    if name.len() > MAX_SESSION_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(Error::InvalidConfig("session_name: at most 1024 bytes, no control characters".into()));
     }
     Ok(())

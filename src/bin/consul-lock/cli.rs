@@ -102,10 +102,12 @@ Examples:
   consul-lock run -w 60 --ttl 30s migrations/users -- ./migrate up
 
   consul-lock run --limit 3 jobs/encoder -- ./encode.sh   # at most 3 at once in the fleet
+  consul-lock run accounts/17 --also accounts/42 -- ./transfer   # both keys, atomically
 
 The command sees CONSUL_LOCK_KEY, CONSUL_LOCK_SESSION, CONSUL_LOCK_FENCING_TOKEN and
 CONSUL_LOCK_HELD=true. With --limit N, KEY is a semaphore prefix shared with `consul lock -n N`
-(CONSUL_LOCK_KEY is then our contender key PREFIX/<session>).
+(CONSUL_LOCK_KEY is then our contender key PREFIX/<session>). With --also, every key is taken
+in one Consul transaction or none (CONSUL_LOCK_KEY: the sorted keys, one per line).
 SIGINT, SIGTERM and SIGHUP are forwarded to it; the lock is released once it has exited.
 If the lock is lost while it runs, it gets SIGTERM, then SIGKILL after --kill-after, and
 consul-lock exits 75.")]
@@ -151,6 +153,12 @@ pub(crate) struct RunArgs {
     /// `consul lock -n N KEY`); every contender of KEY must use the same N
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) limit: Option<u32>,
+
+    /// Lock this key too (repeatable): every key, KEY included, is taken in one Consul transaction
+    /// or none is, so overlapping sets never deadlock (at most 32 keys). The command sees
+    /// CONSUL_LOCK_KEY as the sorted keys, one per line
+    #[arg(long = "also", value_name = "KEY2", conflicts_with = "limit")]
+    pub(crate) also: Vec<String>,
 
     /// The Consul KV key to lock, e.g. jobs/nightly-report (with --limit: the semaphore's prefix)
     #[arg(value_name = "KEY")]

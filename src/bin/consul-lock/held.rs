@@ -1,13 +1,16 @@
-//! What `run` holds while the command runs: a lock (`run KEY`) or a semaphore slot
-//! (`run --limit N PREFIX`), behind one interface for the command runner.
+//! What `run` holds while the command runs: a lock (`run KEY`), a semaphore slot
+//! (`run --limit N PREFIX`) or a set of keys (`run KEY --also KEY2`), behind one interface for the
+//! command runner.
 
-use consul_lock::{LockGuard, SemaphorePermit};
+use consul_lock::{LockGuard, MultiLockGuard, SemaphorePermit};
 
-/// A held lock or semaphore slot.
+/// A held lock, semaphore slot or set of keys.
 #[derive(Debug)]
 pub(crate) enum Held {
     Lock(LockGuard),
     Slot(SemaphorePermit),
+    /// Several keys (`--also`), and their names one per line (keys have no control characters).
+    Set(MultiLockGuard, String),
 }
 
 impl Held {
@@ -16,6 +19,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.key(),
             Held::Slot(p) => p.key(),
+            Held::Set(_, keys) => keys,
         }
     }
 
@@ -23,6 +27,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.session_id(),
             Held::Slot(p) => p.session_id(),
+            Held::Set(g, _) => g.session_id(),
         }
     }
 
@@ -31,6 +36,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.fencing_token(),
             Held::Slot(p) => p.token(),
+            Held::Set(g, _) => g.fencing_token(),
         }
     }
 
@@ -38,6 +44,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.is_held(),
             Held::Slot(p) => p.is_held(),
+            Held::Set(g, _) => g.is_held(),
         }
     }
 
@@ -45,6 +52,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.lost().await,
             Held::Slot(p) => p.lost().await,
+            Held::Set(g, _) => g.lost().await,
         }
     }
 
@@ -52,6 +60,7 @@ impl Held {
         match self {
             Held::Lock(g) => g.release().await,
             Held::Slot(p) => p.release().await,
+            Held::Set(g, _) => g.release().await,
         }
     }
 }

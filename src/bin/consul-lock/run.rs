@@ -1,12 +1,12 @@
-//! `consul-lock run [--limit N] KEY -- CMD...`: wait for the lock or a semaphore slot (showing
-//! progress), run the command under it, release it once the command has exited, and exit with the
-//! command's code.
+//! `consul-lock run [--limit N | --also KEY2…] KEY -- CMD...`: wait for the lock, a semaphore slot
+//! or every key of a set (showing progress), run the command under it, release it once the command
+//! has exited, and exit with the command's code.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use consul_lock::{Client, EphemeralLock, Error, Semaphore};
+use consul_lock::{Client, EphemeralLock, Error, MultiLock, Semaphore};
 
 use crate::cli::RunArgs;
 use crate::exit::{self, Failure};
@@ -96,6 +96,9 @@ async fn take(client: &Client, args: &RunArgs, timeout: Duration) -> consul_lock
         }
         return sem.hold().await.map(Held::Slot);
     }
+    if !args.also.is_empty() {
+        return take_set(client, args, timeout).await;
+    }
     let mut lock = EphemeralLock::new(args.key.clone())
         .client(client.clone())
         .ttl(args.ttl)
@@ -108,6 +111,22 @@ async fn take(client: &Client, args: &RunArgs, timeout: Duration) -> consul_lock
         lock = lock.session_name(n.clone());
     }
     lock.hold().await.map(Held::Lock)
+}
+
+/// Take KEY and every `--also` key in one transaction, waiting up to `timeout`.
+async fn take_set(client: &Client, args: &RunArgs, timeout: Duration) -> consul_lock::Result<Held> {
+    let keys = std::iter::once(&args.key).chain(&args.also);
+    let mut set =
+        MultiLock::new(keys).client(client.clone()).ttl(args.ttl).lock_delay(args.lock_delay).acquire_timeout(timeout);
+    if let Some(v) = &args.value {
+        set = set.value(v.clone().into_bytes());
+    }
+    if let Some(n) = &args.name {
+        set = set.session_name(n.clone());
+    }
+    let guard = set.hold().await?;
+    let names = guard.keys().join("\n");
+    Ok(Held::Set(guard, names))
 }
 
 /// The lock was not had: the conflict code (NotAcquired), or consul-lock's own failure.
