@@ -217,15 +217,18 @@ impl Acquire {
     }
 
     /// One `lock` transaction: it returns the fencing token with the write. A queued waiter's
-    /// attempt in its turn goes on the client's holder connection (opening it if it is not open):
-    /// it most likely succeeds, and the hold's renewals and release then find that connection
+    /// attempt in its turn goes on the client's holder connection while that is not open (opening
+    /// it): it most likely succeeds, and the hold's renewals and release then find that connection
     /// open however crowded the agent is.
     async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
         let keys = [plan.key.as_str()];
-        let turn = self.queued && self.likely;
+        // An uncontended attempt opens it too (no extra request), except through a budget of 2 or
+        // less (`consul-lock`), whose waiting process keeps one connection: there the hold opens
+        // it with a read once it begins.
+        let turn = if self.queued { self.likely } else { plan.client.max_connections() > 2 };
         Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys, turn))
             .await?)
     }

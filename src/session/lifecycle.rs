@@ -141,12 +141,15 @@ impl SessionCore {
         Ok(core)
     }
 
-    /// A hold on this session begins (`true`) or ends (`false`). The first one opens the client's
-    /// holder connection if it is not open, before the first renewal needs it.
+    /// A hold on this session begins (`true`) or ends (`false`). Through a budget of 2 or less,
+    /// a hold opens the client's holder connection if it is not open (larger budgets open it with
+    /// the lock attempt), before the first renewal needs it.
     pub(crate) fn holding(&self, yes: bool) {
         if yes {
             self.held.fetch_add(1, Ordering::SeqCst);
-            self.client.warm_holder_connection(&self.runtime);
+            if self.client.max_connections() <= 2 {
+                self.client.warm_holder_connection(&self.runtime);
+            }
             if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
                 self.renew_now.notify_one();
             }
