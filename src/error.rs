@@ -238,6 +238,15 @@ impl Error {
     }
 }
 
+/// What is said, once per client, when the agent closes new connections before answering.
+pub(crate) fn connection_cap_message(address: &str) -> String {
+    format!(
+        "Consul at {address} closes new connections before answering: the agent limits HTTP connections per \
+         client address (limits.http_max_conns_per_client, 200 by default), and every process of this host \
+         that talks to it counts; waiting and retrying with backoff until the deadline"
+    )
+}
+
 /// What one of Consul's error texts says, read in one place: HTTP bodies and `/v1/txn` error
 /// messages use the same words (Consul 1.8 and later, matched case-insensitively).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,10 +14,13 @@ use crate::mutex::lock;
 
 /// How many keys [`Client::note_waiters`] remembers at most.
 const MAX_BUSY_KEYS: usize = 4096;
+use crate::consul::budget::{Budget, Lane, Pass, DEFAULT_MAX_CONNECTIONS};
 use crate::consul::key;
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept in a pool of several (HTTP/1.1).
+const IDLE_POOLED: Duration = Duration::from_secs(60);
 /// Larger answers are refused: nothing this crate reads is anywhere near this big.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -41,7 +44,14 @@ pub struct Client {
 }
 
 struct Inner {
+    /// The pool of every request but holder writes when those have a connection of their own.
     http: reqwest::Client,
+    /// The holder connection's own pool (see `budget`).
+    http_holder: reqwest::Client,
+    /// How many connections, and which request gets one first.
+    budget: Budget,
+    /// Requests whose connection the agent closed or reset before answering.
+    resets: AtomicU64,
     /// `scheme://host:port`, no trailing slash: what request URLs start with.
     base: String,
     /// The address as shown in errors and `Debug`: `base`, or `unix://PATH` for a socket.
@@ -94,6 +104,7 @@ pub struct ClientBuilder {
     insecure: bool,
     request_timeout: Option<Duration>,
     metrics_key_label: bool,
+    max_connections: Option<usize>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -181,6 +192,25 @@ impl ClientBuilder {
         self
     }
 
+    /// The connections this client (and its clones) budgets for at once, whatever the number of
+    /// tasks waiting through it: every request takes a permit before the connection pool gives it
+    /// a connection (a connection can outlive its permit for a moment, so under load one or two
+    /// more have been seen: not yet a hard cap). An agent allows `limits.http_max_conns_per_client`
+    /// (200 by default) per client address, and the processes of a host usually share one
+    /// address: keep the sum of the budgets of a host's clients under it.
+    ///
+    /// Over HTTP/1.1 a request in flight needs a connection of its own: with a budget of 2 or
+    /// more, one connection is kept for the writes of holders (renewals, releases), so they never
+    /// need a new connection; blocking queries use at most the budget minus 2 (at least 1); more
+    /// waiters than that take turns (see the README's section on crowds). With a budget of 1,
+    /// everything shares one connection: blocking queries then wait at most 2.5 s each, so a
+    /// renewal gets its turn well within the TTL. An `https://` agent that speaks HTTP/2 carries
+    /// every request on one connection whatever the budget. Must be at least 1. Default 32.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
     /// With feature `metrics`: add a `key` label (the lock's key) to the acquire-wait and hold-time
     /// histograms of this client's locks. Opt-in because every key is then a time series of its
     /// own. Without the feature it has no effect. Default `false`.
@@ -251,13 +281,11 @@ impl ClientBuilder {
             return Err(invalid("request_timeout must be greater than zero".into()));
         }
 
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("consul-lock/", env!("CARGO_PKG_VERSION")))
-            // Consul never redirects an API call; following one could turn a PUT into a GET.
-            .redirect(reqwest::redirect::Policy::none());
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(invalid("max_connections must be at least 1".into()));
+        }
+        let mut roots = Vec::new();
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read CA file {path:?}: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -265,40 +293,69 @@ impl ClientBuilder {
             if certs.is_empty() {
                 return Err(invalid(format!("CA file {path:?} holds no certificate")));
             }
-            for c in certs {
-                http = http.add_root_certificate(c);
-            }
+            roots = certs;
         }
-        match (&self.client_cert, &self.client_key) {
+        let identity = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
                 let mut pem = std::fs::read(cert)
                     .map_err(|e| invalid(format!("cannot read client certificate {cert:?}: {e}")))?;
                 pem.push(b'\n');
                 pem.extend(std::fs::read(key).map_err(|e| invalid(format!("cannot read client key {key:?}: {e}")))?);
-                let id = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| invalid(format!("client certificate/key {cert:?}/{key:?} are not valid PEM: {e}")))?;
-                http = http.identity(id);
+                Some(
+                    reqwest::Identity::from_pem(&pem).map_err(|e| {
+                        invalid(format!("client certificate/key {cert:?}/{key:?} are not valid PEM: {e}"))
+                    })?,
+                )
             }
-            (None, None) => {}
+            (None, None) => None,
             _ => {
                 return Err(invalid("a client certificate needs both CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY".into()))
             }
-        }
+        };
         if self.insecure {
             tracing::warn!("TLS certificate verification is disabled (CONSUL_HTTP_SSL_VERIFY=false)");
-            http = http.danger_accept_invalid_certs(true);
         }
-        let (http, base, shown) = match endpoint {
-            Endpoint::Unix(path) => (unix_socket(http, &path)?, UNIX_BASE.to_owned(), unix_shown(&path)),
-            Endpoint::Tcp { scheme, authority } => {
-                let (http, base) = tls_server_name(http, scheme, &authority, self.tls_server_name.as_deref())?;
-                (http, base.clone(), base)
+        let https = matches!(&endpoint, Endpoint::Tcp { scheme: "https", .. });
+        // Pooled connections are kept as long as the agent keeps them (Consul 1.8 never closes an
+        // idle one) where a held lock may need them: the holder connection, the one connection of
+        // a budget of 1, the one HTTP/2 connection. A larger HTTP/1.1 pool lets idle connections
+        // go after a minute, so a burst does not keep the host's share of the agent's cap.
+        let keep = max_connections == 1 || https;
+        let http_client = |idle: Option<Duration>| -> Result<(reqwest::Client, String, String)> {
+            let mut http = reqwest::Client::builder()
+                .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+                .pool_idle_timeout(idle)
+                .tcp_nodelay(true)
+                .user_agent(concat!("consul-lock/", env!("CARGO_PKG_VERSION")))
+                // Consul never redirects an API call; following one could turn a PUT into a GET.
+                .redirect(reqwest::redirect::Policy::none());
+            for c in &roots {
+                http = http.add_root_certificate(c.clone());
             }
+            if let Some(id) = &identity {
+                http = http.identity(id.clone());
+            }
+            if self.insecure {
+                http = http.danger_accept_invalid_certs(true);
+            }
+            let (http, base, shown) = match &endpoint {
+                Endpoint::Unix(path) => (unix_socket(http, path)?, UNIX_BASE.to_owned(), unix_shown(path)),
+                Endpoint::Tcp { scheme, authority } => {
+                    let (http, base) = tls_server_name(http, scheme, authority, self.tls_server_name.as_deref())?;
+                    (http, base.clone(), base)
+                }
+            };
+            let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+            Ok((http, base, shown))
         };
-        let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let (http, base, shown) = http_client((!keep).then_some(IDLE_POOLED))?;
+        let (http_holder, _, _) = http_client(None)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                http_holder,
+                budget: Budget::new(max_connections, https),
+                resets: AtomicU64::new(0),
                 base,
                 shown,
                 token,
@@ -501,9 +558,76 @@ impl Client {
         serde_json::from_slice(body).map_err(|e| Error::decode(self.address(), e.to_string()))
     }
 
-    /// Send one request. Every request of the crate goes through here.
+    /// Send one short request on the ordinary lane (see [`Lane`]).
     pub(crate) async fn call(
         &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        self.call_in(Lane::Request, method, path, query, body, timeout).await
+    }
+
+    /// Send one short request on `lane`: [`Lane::Holder`] for the writes a holder needs.
+    pub(crate) async fn call_in(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let pass = self.inner.budget.admit(lane, false).await;
+        self.send(pass, method, path, query, body, timeout).await
+    }
+
+    /// The permits of a blocking query (`holder`: a holder's, which keeps its connection): its
+    /// wait is capped at `pass.wait_cap`.
+    pub(crate) async fn admit_wait(&self, holder: bool) -> Pass<'_> {
+        self.inner.budget.admit(Lane::Wait, holder).await
+    }
+
+    /// [`Lane::Holder`] while the holder connection is not open (the request opens it), else
+    /// [`Lane::Request`].
+    pub(crate) fn holder_lane_if_cold(&self) -> Lane {
+        if self.inner.budget.holder_cold() {
+            Lane::Holder
+        } else {
+            Lane::Request
+        }
+    }
+
+    /// Open the holder connection, if holder writes have one of their own and it is not open: a
+    /// read (`GET /v1/status/leader`) on it in the background, retried quickly (a holder at a
+    /// saturated agent competes for the next free connection) for up to a minute.
+    pub(crate) fn warm_holder_connection(&self, runtime: &tokio::runtime::Handle) {
+        if !self.inner.budget.holder_cold() || self.inner.budget.start_warming() {
+            return;
+        }
+        let client = self.clone();
+        runtime.spawn(async move {
+            let mut backoff = crate::consul::retry::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+            while client.inner.budget.holder_cold() && tokio::time::Instant::now() < give_up {
+                let r = client
+                    .call_in(Lane::Holder, Method::GET, "status/leader", &[], None, client.request_timeout())
+                    .await;
+                if r.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            client.inner.budget.stop_warming();
+        });
+    }
+
+    /// Send one request with its permits. Every request of the crate goes through here.
+    pub(crate) async fn send(
+        &self,
+        pass: Pass<'_>,
         method: Method,
         path: &str,
         query: &[(&str, &str)],
@@ -525,31 +649,118 @@ impl Client {
                 sep = '&';
             }
         }
-        let mut req = self.inner.http.request(method.clone(), &url).timeout(timeout);
+        let http = if pass.holder_pool { &self.inner.http_holder } else { &self.inner.http };
+        let mut req = http.request(method.clone(), &url).timeout(timeout);
         if let Some(Token(t)) = &self.inner.token {
             req = req.header("X-Consul-Token", t);
         }
         if let Some(b) = body {
             req = req.header("Content-Type", "application/json").body(b);
         }
+        if pass.close {
+            req = req.header("Connection", "close");
+        }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(%method, path, "consul request");
         let addr = self.address();
         let sent = req.send().await;
         crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status().as_u16()));
-        let mut resp = sent.map_err(|e| Error::from_reqwest(addr, e))?;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(&pass, e)),
+        };
+        self.inner.budget.learned(resp.version());
+        self.inner.budget.answered();
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(addr, e))? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.failed(&pass, e)),
             }
-            body.extend_from_slice(&chunk);
         }
-        Ok(Reply { status, index, body })
+        if pass.holder_pool {
+            self.inner.budget.holder_used(true);
+        }
+        if body.is_empty() {
+            // An answer without a body (a 404) goes back to the pool a moment after it is read
+            // (with a body, before its end is seen): give it that moment before the permit is
+            // released, so the next request finds it instead of opening a connection.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let reply = Reply { status, index, body };
+        if status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {
+            self.at_cap(); // newer agents answer 429 before closing a connection past the cap
+        }
+        Ok(reply)
     }
+
+    /// A request failed in transport: remember when the agent closed the connection before
+    /// answering (its per-client connection cap, most likely), and say it once.
+    fn failed(&self, pass: &Pass<'_>, e: reqwest::Error) -> Error {
+        if pass.holder_pool {
+            self.inner.budget.holder_used(false);
+        }
+        if !e.is_timeout() && closed_by_agent(&e) {
+            self.at_cap();
+        }
+        Error::from_reqwest(self.address(), e)
+    }
+
+    fn at_cap(&self) {
+        self.inner.budget.refused();
+        if self.inner.resets.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                address = %self.address(),
+                "{}",
+                crate::error::connection_cap_message(self.address())
+            );
+        }
+    }
+
+    /// How many requests failed because the agent closed or reset their connection before
+    /// answering — what an agent does past its cap of connections per client address
+    /// (`limits.http_max_conns_per_client`, 200 by default), shared by every process of a host.
+    /// Such failures are retried with backoff until the caller's deadline; the first one is
+    /// logged once as a warning.
+    pub fn connection_resets(&self) -> u64 {
+        self.inner.resets.load(Ordering::Relaxed)
+    }
+
+    /// This client's budget of connections (see [`ClientBuilder::max_connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.inner.budget.max()
+    }
+}
+
+/// Whether the agent closed or reset the connection before answering (not a refused connect, not
+/// a timeout): io errors of those kinds anywhere in the chain, or hyper's "closed before message
+/// completed".
+fn closed_by_agent(e: &reqwest::Error) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
+                return true;
+            }
+        }
+        let text = c.to_string();
+        if text.contains("connection closed before message completed") || text.contains("reset by peer") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

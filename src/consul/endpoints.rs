@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::consul::budget::Lane;
 use crate::consul::client::{Client, Reply};
 use crate::consul::key;
 use crate::consul::ops;
@@ -354,8 +355,11 @@ impl Client {
         Ok(s.id)
     }
 
-    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration) -> Result<Renewed> {
-        let reply = self.call(Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
+    /// Renew a session: a holder write when it holds something (`holding`), else a waiter's, ahead
+    /// of other requests but on the connections waiters use.
+    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration, holding: bool) -> Result<Renewed> {
+        let lane = if holding { Lane::Holder } else { Lane::Priority };
+        let reply = self.call_in(lane, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
         if reply.status == 404 {
             return Ok(Renewed::Gone);
         }
@@ -368,7 +372,8 @@ impl Client {
     }
 
     pub(crate) async fn session_destroy(&self, id: &str) -> Result<()> {
-        let reply = self.call(Method::PUT, &format!("session/destroy/{id}"), &[], None, self.request_timeout()).await?;
+        let path = format!("session/destroy/{id}");
+        let reply = self.call_in(Lane::Holder, Method::PUT, &path, &[], None, self.request_timeout()).await?;
         self.check(reply).map(|_| ())
     }
 
@@ -464,7 +469,12 @@ impl Client {
     /// Send one `/v1/txn` request. Permission errors — a 403, or "Permission denied" inside a 409 —
     /// are [`Error::PermissionDenied`]; other failures are mapped as for every request.
     pub(crate) async fn txn<T: serde::de::DeserializeOwned>(&self, body: Vec<u8>) -> Result<Txn<T>> {
-        let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
+        self.txn_in(Lane::Request, body).await
+    }
+
+    /// [`txn`](Self::txn) on `lane` ([`Lane::Holder`] for a holder's writes).
+    pub(crate) async fn txn_in<T: serde::de::DeserializeOwned>(&self, lane: Lane, body: Vec<u8>) -> Result<Txn<T>> {
+        let reply = self.call_in(lane, Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
         match reply.status {
             200 => {
                 let r: TxnReply<T> = self.decode(&reply.body)?;
@@ -490,8 +500,11 @@ impl Client {
     /// [`multi_lock_txn_body`]), which returns the fencing token: the index of the transaction's
     /// write, which every `lock` result carries (a `check-index` guard returns the key as it was
     /// before, with an older index). Every key must carry it.
-    pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str]) -> Result<LockAttempt> {
-        match self.txn::<KvEntry>(body).await {
+    /// `turn`: a queued waiter's attempt in its turn, sent on the holder connection while that is
+    /// not open (see [`Client::holder_lane_if_cold`]).
+    pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str], turn: bool) -> Result<LockAttempt> {
+        let lane = if turn { self.holder_lane_if_cold() } else { Lane::Request };
+        match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => {
                 let token = kvs.iter().map(|kv| kv.modify_index).max().filter(|i| *i > 0);
                 let every = |t: u64| keys.iter().all(|k| kvs.iter().any(|kv| kv.key == *k && kv.modify_index == t));
@@ -631,7 +644,7 @@ impl Client {
             TxnOp::kv("check-session", key, None, Some(session)),
             TxnOp::kv("set", key, Some(value), None).flags(flags),
         ];
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(kvs) => kvs
                 .last()
                 .map(|kv| Some(kv.modify_index))
@@ -674,7 +687,7 @@ impl Client {
         if let Some(queue) = queue {
             ops.push(TxnOp::kv("get-tree", queue, None, None));
         }
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(entries) => {
                 let waiting = queue.is_some_and(|q| {
                     entries.iter().any(|e| e.key.starts_with(q) && e.holder_session().is_some_and(|h| h != session))
@@ -769,7 +782,7 @@ impl Client {
             ops.push(TxnOp::kv("check-session", w.contender, None, Some(w.session)));
             ops.push(TxnOp::kv("delete", w.contender, None, None));
         }
-        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(_) => Ok(Left::Done),
             Txn::RolledBack(what) => match classify(&what) {
                 Said::NotOurs if delete_contender => Ok(Left::NotOurs),

@@ -116,6 +116,6 @@ impl Client {
 
     /// Create the marker (see [`mark_body`]); the answer classified as a lock attempt's.
     pub(crate) async fn txn_rw_mark(&self, key: &str, marker: &[u8], session: &str) -> Result<LockAttempt> {
-        self.txn_lock(mark_body(key, marker, session), &[key]).await
+        self.txn_lock(mark_body(key, marker, session), &[key], false).await
     }
 }

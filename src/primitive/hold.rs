@@ -90,6 +90,7 @@ impl Hold {
         max_hold: Option<Duration>,
     ) -> Arc<Hold> {
         let metrics = metrics::HeldLock::start(session.client.metrics_key_label(), &key, &session.metrics);
+        session.holding(true);
         let hold = Arc::new(Hold {
             key,
             session,
@@ -231,6 +232,7 @@ impl Hold {
         if self.finished.swap(true, Ordering::SeqCst) {
             return None;
         }
+        self.session.holding(false);
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
@@ -321,7 +323,7 @@ impl ReleaseJob {
 /// holds it (the session being destroyed deletes the key, so this sees that too).
 async fn watch_key(weak: Weak<Hold>) {
     let (mut watch, sid) = match weak.upgrade() {
-        Some(h) => (Watch::key(&h.session.client, &h.key).after(h.token), h.session.id.clone()),
+        Some(h) => (Watch::key(&h.session.client, &h.key).after(h.token).for_holder(), h.session.id.clone()),
         None => return,
     };
     loop {
