@@ -1,5 +1,6 @@
 //! What every blocking builder ([`EphemeralLock`](super::EphemeralLock),
-//! [`Semaphore`](super::Semaphore)) keeps: the async builder it drives and the blocking client
+//! [`Semaphore`](super::Semaphore), [`MultiLock`](super::MultiLock), [`RwLock`](super::RwLock))
+//! keeps: the async builder it drives and the blocking client
 //! whose runtime thread runs it. The steps their methods share live here once: choose the client,
 //! run a call on the runtime thread and put the builder back, block until a hold is lost.
 

@@ -1,9 +1,9 @@
-//! The settings every primitive's builder takes (the lock, the semaphore, the election and their
-//! blocking mirrors), kept once: the client, the session's TTL, lock-delay, name and node checks,
-//! the acquire timeout and the value, plus the rule that a primitive bound to a shared
-//! [`Session`](crate::Session) refuses the session's own settings. Each public builder keeps its own
-//! documented setters and forwards them here; validation happens in [`Settings::resolve`], before
-//! any request.
+//! The settings every primitive's builder takes (the lock, the semaphore, the election, the
+//! multi-lock, the read-write lock and their blocking mirrors), kept once: the client, the
+//! session's TTL, lock-delay, name and node checks, the acquire timeout and the value, plus the
+//! rule that a primitive bound to a shared [`Session`](crate::Session) refuses the session's own
+//! settings. Each public builder keeps its own documented setters ([`settings_setters!`]) and
+//! forwards them here; validation happens in [`Settings::session_spec`], before any request.
 
 use std::sync::Arc;
 use std::time::Duration;
