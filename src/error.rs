@@ -200,6 +200,23 @@ impl Error {
         }))
     }
 
+    /// A request on this crate's own `http://` connections got no answer.
+    pub(crate) fn from_plain(address: &str, failure: crate::consul::http1::Failure) -> Self {
+        use crate::consul::http1::Failure;
+        let (message, timeout, source): (String, bool, Option<Box<dyn std::error::Error + Send + Sync>>) = match failure
+        {
+            Failure::TimedOut => ("request timed out".to_owned(), true, None),
+            Failure::Connect(e) => {
+                let timeout = e.kind() == std::io::ErrorKind::TimedOut;
+                (format!("connection failed ({e})"), timeout, Some(Box::new(e)))
+            }
+            Failure::Http(e) => (root_cause(&e), false, Some(Box::new(e))),
+            Failure::TooLarge => ("answer too large".to_owned(), false, None),
+            Failure::Invalid(m) => (m, false, None),
+        };
+        Error::Transport(Box::new(TransportError { address: address.to_owned(), message, source, timeout }))
+    }
+
     /// `NotAcquired` with nothing known of the wait: what a `hold` reports if its procedure ever
     /// answered "not taken" despite failing hard (a typed error rather than a panic).
     pub(crate) fn not_acquired(key: &str) -> Self {

@@ -15,6 +15,7 @@ use crate::mutex::lock;
 /// How many keys [`Client::note_waiters`] remembers at most.
 const MAX_BUSY_KEYS: usize = 4096;
 use crate::consul::budget::{Budget, Lane, Pass, DEFAULT_MAX_CONNECTIONS};
+use crate::consul::http1;
 use crate::consul::key;
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
@@ -48,6 +49,9 @@ struct Inner {
     http: reqwest::Client,
     /// The holder connection's own pool (see `budget`).
     http_holder: reqwest::Client,
+    /// An `http://` agent: this crate's own connections (see `http1`), the shared ones and the
+    /// holder connection, in place of `http` and `http_holder`.
+    plain: Option<Plain>,
     /// How many connections, and which request gets one first.
     budget: Budget,
     /// Requests whose connection the agent closed or reset before answering.
@@ -350,10 +354,19 @@ impl ClientBuilder {
         };
         let (http, base, shown) = http_client((!keep).then_some(IDLE_POOLED))?;
         let (http_holder, _, _) = http_client(None)?;
+        let plain = match &endpoint {
+            Endpoint::Tcp { scheme: "http", authority } => {
+                let connect = request_timeout.min(Duration::from_secs(5));
+                let pool = |idle| http1::Pool::new(authority, connect, idle).map_err(invalid);
+                Some(Plain { shared: pool((!keep).then_some(IDLE_POOLED))?, holder: pool(None)? })
+            }
+            _ => None,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 http_holder,
+                plain,
                 budget: Budget::new(max_connections, https),
                 resets: AtomicU64::new(0),
                 base,
@@ -634,23 +647,76 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Reply> {
-        let mut url = String::with_capacity(self.inner.base.len() + path.len() + 48);
-        url.push_str(&self.inner.base);
-        url.push_str("/v1/");
-        url.push_str(path);
+        let mut target = String::with_capacity(path.len() + 48);
+        target.push_str("/v1/");
+        target.push_str(path);
         let mut sep = '?';
         let extra = [("dc", self.inner.datacenter.as_deref()), ("ns", self.inner.namespace.as_deref())];
         for (k, v) in query.iter().map(|(k, v)| (*k, Some(*v))).chain(extra) {
             if let Some(v) = v {
-                url.push(sep);
-                url.push_str(k);
-                url.push('=');
-                key::encode_component(v, &mut url);
+                target.push(sep);
+                target.push_str(k);
+                target.push('=');
+                key::encode_component(v, &mut target);
                 sep = '&';
             }
         }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%method, path, "consul request");
+        let sent = match &self.inner.plain {
+            Some(plain) => self.send_plain(plain, &pass, method, &target, body, timeout).await,
+            None => self.send_reqwest(&pass, method, &target, body, timeout).await,
+        };
+        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status));
+        let reply = sent?;
+        self.inner.budget.answered();
+        if pass.holder_pool {
+            self.inner.budget.holder_used(true);
+        }
+        if reply.status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {
+            self.at_cap(); // newer agents answer 429 before closing a connection past the cap
+        }
+        Ok(reply)
+    }
+
+    /// An `http://` agent: on this crate's own connections.
+    async fn send_plain(
+        &self,
+        plain: &Plain,
+        pass: &Pass<'_>,
+        method: Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let pool = if pass.holder_pool { &plain.holder } else { &plain.shared };
+        let token = self.inner.token.as_ref().map(|Token(t)| t.as_str());
+        let out = http1::Outgoing { method, target, token, body, close: pass.close, max_bytes: MAX_RESPONSE_BYTES };
+        let addr = self.address();
+        match tokio::time::timeout(timeout, pool.send(out)).await {
+            Ok(Ok(a)) => Ok(Reply { status: a.status, index: a.index, body: a.body }),
+            Err(_) => Err(self.transport_failed(pass, Error::from_plain(addr, http1::Failure::TimedOut), false)),
+            Ok(Err(http1::Failure::TooLarge)) => {
+                Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")))
+            }
+            Ok(Err(f)) => {
+                let closed = matches!(&f, http1::Failure::Http(e) if closed_by_agent(e));
+                Err(self.transport_failed(pass, Error::from_plain(addr, f), closed))
+            }
+        }
+    }
+
+    /// An `https://` agent or a unix socket: through reqwest.
+    async fn send_reqwest(
+        &self,
+        pass: &Pass<'_>,
+        method: Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
         let http = if pass.holder_pool { &self.inner.http_holder } else { &self.inner.http };
-        let mut req = http.request(method.clone(), &url).timeout(timeout);
+        let mut req = http.request(method, format!("{}{target}", self.inner.base)).timeout(timeout);
         if let Some(Token(t)) = &self.inner.token {
             req = req.header("X-Consul-Token", t);
         }
@@ -660,59 +726,36 @@ impl Client {
         if pass.close {
             req = req.header("Connection", "close");
         }
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(%method, path, "consul request");
         let addr = self.address();
-        let sent = req.send().await;
-        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status().as_u16()));
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Err(self.failed(&pass, e)),
+        let failed = |e: reqwest::Error| {
+            let closed = !e.is_timeout() && closed_by_agent(&e);
+            self.transport_failed(pass, Error::from_reqwest(addr, e), closed)
         };
+        let mut resp = req.send().await.map_err(failed)?;
         self.inner.budget.learned(resp.version());
-        self.inner.budget.answered();
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.failed(&pass, e)),
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
             }
+            body.extend_from_slice(&chunk);
         }
-        if pass.holder_pool {
-            self.inner.budget.holder_used(true);
-        }
-        if body.is_empty() {
-            // An answer without a body (a 404) goes back to the pool a moment after it is read
-            // (with a body, before its end is seen): give it that moment before the permit is
-            // released, so the next request finds it instead of opening a connection.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let reply = Reply { status, index, body };
-        if status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {
-            self.at_cap(); // newer agents answer 429 before closing a connection past the cap
-        }
-        Ok(reply)
+        Ok(Reply { status, index, body })
     }
 
-    /// A request failed in transport: remember when the agent closed the connection before
-    /// answering (its per-client connection cap, most likely), and say it once.
-    fn failed(&self, pass: &Pass<'_>, e: reqwest::Error) -> Error {
+    /// A request failed in transport (`error`): remember when the agent closed the connection
+    /// before answering (`closed`: its per-client connection cap, most likely), and say it once.
+    fn transport_failed(&self, pass: &Pass<'_>, error: Error, closed: bool) -> Error {
         if pass.holder_pool {
             self.inner.budget.holder_used(false);
         }
-        if !e.is_timeout() && closed_by_agent(&e) {
+        if closed {
             self.at_cap();
         }
-        Error::from_reqwest(self.address(), e)
+        error
     }
 
     fn at_cap(&self) {
@@ -744,10 +787,9 @@ impl Client {
 /// Whether the agent closed or reset the connection before answering (not a refused connect, not
 /// a timeout): io errors of those kinds anywhere in the chain, or hyper's "closed before message
 /// completed".
-fn closed_by_agent(e: &reqwest::Error) -> bool {
-    use std::error::Error as _;
+fn closed_by_agent(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    let mut cause = Some(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
@@ -761,6 +803,14 @@ fn closed_by_agent(e: &reqwest::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// The connections of an `http://` client.
+struct Plain {
+    /// Every request but the holder connection's.
+    shared: http1::Pool,
+    /// The holder connection (see `budget`).
+    holder: http1::Pool,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(crate) mod budget;
 pub(crate) mod client;
 pub(crate) mod endpoints;
 pub(crate) mod flags;
+pub(crate) mod http1;
 pub(crate) mod key;
 pub(crate) mod ops;
 pub(crate) mod retry;
