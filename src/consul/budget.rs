@@ -73,10 +73,15 @@ pub(crate) struct Pass<'a> {
     /// Close the connection after the answer: a waiter's blocking query on a budget of 1 or 2, so
     /// that other waiting processes of the host get a turn at a connection.
     pub(crate) close: bool,
+    /// Holds one of the budget's long waits.
+    long: bool,
 }
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
+        if self.long {
+            self.budget.long.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(p) = self.conn.take() {
             if !self.holder_pool && take_one(&self.budget.conn_debt) {
                 p.forget();
@@ -128,6 +133,8 @@ pub(crate) struct Budget {
     /// When the agent last refused a connection, and when the budget last grew back.
     last_reset: std::sync::Mutex<Option<Instant>>,
     last_grow: std::sync::Mutex<Instant>,
+    /// Blocking queries in flight that may wait their full time (see [`Budget::long_waits`]).
+    long: AtomicUsize,
 }
 
 /// How long after the agent's last refusal the client counts it as saturated.
@@ -159,6 +166,7 @@ impl Budget {
             wait_debt: AtomicUsize::new(0),
             last_reset: std::sync::Mutex::new(None),
             last_grow: std::sync::Mutex::new(Instant::now()),
+            long: AtomicUsize::new(0),
         };
         if https {
             b.conns.add_permits(1);
@@ -235,6 +243,20 @@ impl Budget {
             }
             cur.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// How many blocking queries may wait their full time at once: a quarter of the wait permits
+    /// (at least one). The others wait at most [`ROTATE_WAIT`], so that whatever happens (the agent
+    /// starts refusing connections, more waiters arrive), most connections come back within half a
+    /// second for the requests and waiters that need one.
+    fn long_waits(&self) -> usize {
+        (self.cur_waits.load(Ordering::SeqCst) / 4).max(1)
+    }
+
+    /// Take one of the [`long_waits`](Self::long_waits), if one is free.
+    fn take_long(&self) -> bool {
+        let max = self.long_waits();
+        self.long.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
     }
 
     /// Whether the agent refused a connection of ours within the last [`SATURATED_FOR`].
@@ -317,13 +339,19 @@ impl Budget {
                 let turn = self.turnstile.lock().await;
                 let p = self.conns.acquire().await.expect(closed);
                 drop(turn);
-                let wait_cap = if left > 0 { shared_wait.min(ROTATE_WAIT) } else { shared_wait };
+                // Waits rotate while others queue for a permit, while the agent refuses
+                // connections, and over HTTP/1.1 beyond the long waits.
+                let rotate = left > 0 || (!holder_wait && self.saturated());
+                let long = !rotate && (self.is_h2() || self.take_long());
+                let wait_cap = if long { shared_wait } else { shared_wait.min(ROTATE_WAIT) };
                 // With a budget of 1 or 2 (a waiting `consul-lock run`), a waiter's connection goes
                 // back to the agent after each answer: the waiting processes of a host then take
                 // turns at the agent's cap instead of the first ones keeping a connection each for
                 // as long as they wait. Larger budgets shrink instead (see `refused`).
                 let close = !holder_wait && !self.is_h2() && self.max <= 2;
-                self.pass(Some(p), Some(w), false, wait_cap, close)
+                let mut pass = self.pass(Some(p), Some(w), false, wait_cap, close);
+                pass.long = long && !self.is_h2();
+                pass
             }
         }
     }
@@ -336,7 +364,7 @@ impl Budget {
         wait_cap: Duration,
         close: bool,
     ) -> Pass<'a> {
-        Pass { budget: self, conn, wait, holder_pool, wait_cap, close }
+        Pass { budget: self, conn, wait, holder_pool, wait_cap, close, long: false }
     }
 
     /// The cap of a blocking query's wait: [`SHARED_WAIT`] when it shares its connection with

@@ -613,6 +613,20 @@ impl Client {
         }
     }
 
+    /// The lane of a session's own writes (create, renew). Through a budget of 3 or more they are
+    /// holder writes: the holder connection opens with the first session and carries every
+    /// renewal, waiting or holding, so that no session's lease depends on getting a new connection
+    /// while waiters fill the agent's cap. Through a budget of 1 or 2 (a waiting `consul-lock run`
+    /// keeps one connection), a waiting session's writes go first on the shared connection, and a
+    /// holding one's on the holder connection.
+    pub(crate) fn session_lane(&self, holding: bool) -> Lane {
+        if holding || self.inner.budget.max() >= 3 {
+            Lane::Holder
+        } else {
+            Lane::Priority
+        }
+    }
+
     /// Open the holder connection, if holder writes have one of their own and it is not open: a
     /// read (`GET /v1/status/leader`) on it in the background, retried quickly (a holder at a
     /// saturated agent competes for the next free connection) for up to a minute.

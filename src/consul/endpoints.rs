@@ -346,7 +346,9 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
 
 impl Client {
     pub(crate) async fn session_create(&self, spec: &SessionSpec) -> Result<String> {
-        let reply = self.call(Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
+        let lane = self.session_lane(false);
+        let reply =
+            self.call_in(lane, Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
         let reply = self.check(reply)?;
         let s: SessionId = self.decode(&reply.body)?;
         if s.id.is_empty() || s.id.len() > 128 {
@@ -355,10 +357,10 @@ impl Client {
         Ok(s.id)
     }
 
-    /// Renew a session: a holder write when it holds something (`holding`), else a waiter's, ahead
-    /// of other requests but on the connections waiters use.
+    /// Renew a session (`holding`: it holds something now); on the lane of
+    /// [`Client::session_lane`].
     pub(crate) async fn session_renew(&self, id: &str, timeout: Duration, holding: bool) -> Result<Renewed> {
-        let lane = if holding { Lane::Holder } else { Lane::Priority };
+        let lane = self.session_lane(holding);
         let reply = self.call_in(lane, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
         if reply.status == 404 {
             return Ok(Renewed::Gone);
