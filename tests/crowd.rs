@@ -349,3 +349,65 @@ async fn exclusion_and_order_hold_under_the_crowd() {
     let queued: Vec<&str> = line.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(served, queued, "turns were not first come, first served");
 }
+
+/// 200 tasks of one process wait on one held key through a budget of 8: only the head of the line
+/// holds a blocking query; the others wait for their predecessor in this process to let its queue
+/// entry go. So while they wait the client sends next to nothing, its connections stay within the
+/// budget, and every handoff is quick: all 200 get the key, one at a time, first come first served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_waiters_of_one_process_share_one_watch() {
+    const WAITERS: usize = 200;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dev = ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"));
+    let port = sockets::port_of(dev.http_addr());
+    let client = client(&dev, 8);
+    let held = lock(&client, "shared/one", Duration::ZERO).hold().await.unwrap();
+    let mut kept = Kept::open(&dev);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = tokio::task::JoinSet::new();
+    for i in 0..WAITERS {
+        let l = lock(&client, "shared/one", Duration::from_secs(120));
+        let (inside, order) = (inside.clone(), order.clone());
+        waiters.spawn(async move {
+            let g = l.hold().await?;
+            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            order.lock().unwrap().push(i);
+            inside.fetch_sub(1, Ordering::SeqCst);
+            g.release().await
+        });
+        // One at a time into the line, so that the order of arrival is known.
+        let mut queued = 0;
+        for _ in 0..500 {
+            queued = kept.get("/v1/kv/shared/one/.consul-lock-queue/?keys").map_or(0, |v| v.as_array().unwrap().len());
+            if queued > i {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(queued, i + 1, "waiter {i} did not queue");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = client.request_count();
+    let mut most = 0;
+    let quiet = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet {
+        most = most.max(sockets::of_process(std::process::id(), port));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = client.request_count() - before;
+    // Renewals (200 sessions, every 5 s) and the waiters' rechecks (every 5-6 s): about 150 in 2 s.
+    // A blocking query per waiter, rotated every 500 ms, would be about 800.
+    assert!(sent < 400, "{WAITERS} waiters sent {sent} requests in 2 s of waiting");
+    assert!(most <= 8, "{most} connections for a budget of 8");
+    let t0 = Instant::now();
+    held.release().await.unwrap();
+    while let Some(r) = waiters.join_next().await {
+        r.unwrap().unwrap_or_else(|e| panic!("a waiter failed: {e}"));
+    }
+    let took = t0.elapsed();
+    let order = order.lock().unwrap().clone();
+    let sorted: Vec<usize> = (0..WAITERS).collect();
+    assert_eq!(order, sorted, "turns were not first come, first served");
+    eprintln!("{WAITERS} handoffs in {took:?}; {sent} requests in 2 s of waiting; at most {most} connections");
+}

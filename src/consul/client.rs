@@ -17,6 +17,7 @@ const MAX_BUSY_KEYS: usize = 4096;
 use crate::consul::budget::{Budget, Lane, Pass, DEFAULT_MAX_CONNECTIONS};
 use crate::consul::http1;
 use crate::consul::key;
+use crate::consul::local::{LocalKey, LocalKeys};
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +69,8 @@ struct Inner {
     metrics_key_label: bool,
     /// Keys whose queue had waiters when this client last released them (see `note_waiters`).
     busy: Mutex<HashSet<String>>,
+    /// The keys this client keeps alive now (see `local`).
+    local: LocalKeys,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -378,6 +381,7 @@ impl ClientBuilder {
                 requests: AtomicU64::new(0),
                 metrics_key_label: self.metrics_key_label,
                 busy: Mutex::new(HashSet::new()),
+                local: LocalKeys::default(),
             }),
         })
     }
@@ -790,6 +794,18 @@ impl Client {
     /// logged once as a warning.
     pub fn connection_resets(&self) -> u64 {
         self.inner.resets.load(Ordering::Relaxed)
+    }
+
+    /// Mark `key` as kept alive by this client (a waiter's queue entry) until the returned value
+    /// is dropped.
+    pub(crate) fn keep_local(&self, key: &str) -> LocalKey {
+        self.inner.local.keep(key)
+    }
+
+    /// A signal for `key` if this client keeps it alive now: its `changed()` fails once the key is
+    /// let go.
+    pub(crate) fn watch_local(&self, key: &str) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.inner.local.watch(key)
     }
 
     /// This client's budget of connections (see [`ClientBuilder::max_connections`]).

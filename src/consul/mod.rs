@@ -14,6 +14,7 @@ pub(crate) mod endpoints;
 pub(crate) mod flags;
 pub(crate) mod http1;
 pub(crate) mod key;
+pub(crate) mod local;
 pub(crate) mod ops;
 pub(crate) mod retry;
 pub(crate) mod rwlock_txn;

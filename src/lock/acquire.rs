@@ -237,7 +237,7 @@ impl Acquire {
         tracing::debug!(session = %s.id, token, "acquired");
         let own = self.plan.shared.is_none();
         let hold = Hold::new(self.plan.key.clone(), s, own, token, self.core.claim.take(), self.plan.max_hold);
-        hold.set_queue_entry(self.place.take().map(queue::Place::disarm));
+        hold.set_kept_queue_entry(self.place.take().map(queue::Place::disarm_kept));
         hold
     }
 
