@@ -179,12 +179,24 @@ impl Error {
         }))
     }
 
-    pub(crate) fn from_reqwest(address: &str, err: reqwest::Error) -> Self {
+    /// A request through reqwest failed. `first_tls`: an `https://` client that has had no answer
+    /// yet: over TLS 1.3 an agent that refuses our certificate (or its absence) aborts the
+    /// handshake only after the client thinks it complete, so the first request sees the
+    /// connection close, not the alert.
+    pub(crate) fn from_reqwest(address: &str, err: reqwest::Error, first_tls: bool) -> Self {
         let timeout = err.is_timeout();
+        let cause = root_cause(&err).to_ascii_lowercase();
+        let closed_at_once = ["broken pipe", "reset by peer", "connection closed"].iter().any(|w| cause.contains(w));
         let message = if timeout {
             "request timed out".to_owned()
         } else if is_tls_failure(&root_cause(&err)) {
             format!("{TLS_FAILED} ({})", root_cause(&err))
+        } else if first_tls && closed_at_once {
+            format!(
+                "{TLS_FAILED} (the agent closed the connection as soon as it was set up: it may require a client \
+                 certificate, or refuse this one; {})",
+                root_cause(&err)
+            )
         } else if err.is_connect() && address.starts_with("unix://") {
             unix_connect_failure(&err)
         } else if err.is_connect() {

@@ -58,6 +58,9 @@ pub(crate) enum Lane {
     Wait,
     /// A waiter's renewal: ahead of requests and waits, on the connections they use.
     Priority,
+    /// A waiter's attempt in its turn: on the holder connection (opening it), since it most
+    /// likely succeeds and the hold then needs that connection.
+    Turn,
 }
 
 /// The permits of one request, released when it is dropped (or kept back, when the budget is
@@ -75,6 +78,9 @@ pub(crate) struct Pass<'a> {
     pub(crate) close: bool,
     /// Holds one of the budget's long waits.
     long: bool,
+    /// The agent refuses new connections: wait for one of the pool's own to come back rather than
+    /// open another (unless the pool has none).
+    pub(crate) reuse_only: bool,
 }
 
 impl Drop for Pass<'_> {
@@ -137,6 +143,13 @@ pub(crate) struct Budget {
     long: AtomicUsize,
 }
 
+/// How many connections holder writes keep for themselves (HTTP/1.1, a budget of 2 or more): one
+/// per 8 of the budget, 1 to 4. The first is opened with the client's first session and kept;
+/// while the agent refuses connections, holder writes wait for one of those already open.
+pub(crate) fn holder_connections(max: usize) -> usize {
+    (max / 8).clamp(1, 4)
+}
+
 /// How long after the agent's last refusal the client counts it as saturated.
 const SATURATED_FOR: Duration = Duration::from_secs(10);
 /// How often a shrunk budget grows back by one connection once the agent stopped refusing.
@@ -181,7 +194,9 @@ impl Budget {
     fn open_http1(&self, had: usize) {
         let own = self.max >= 2;
         self.holder_own.store(own, Ordering::SeqCst);
-        let pool = if own { self.max - 1 } else { 1 };
+        let holders = if own { holder_connections(self.max) } else { 1 };
+        self.holder.add_permits(holders - 1);
+        let pool = if own { self.max - holders } else { 1 };
         let waits = if pool >= 3 { pool - 1 } else { 1 };
         self.grow(pool, waits, had);
     }
@@ -279,6 +294,11 @@ impl Budget {
         }
     }
 
+    /// An `https://` client that has had no answer yet (its protocol is unknown).
+    pub(crate) fn probing(&self) -> bool {
+        self.probing.load(Ordering::SeqCst)
+    }
+
     /// Whether the client talks HTTP/2 to the agent.
     pub(crate) fn is_h2(&self) -> bool {
         self.h2.load(Ordering::SeqCst)
@@ -316,11 +336,11 @@ impl Budget {
         let closed = "budget semaphores are never closed";
         let shared_wait = if self.is_h2() { crate::consul::watch::MAX_BLOCK } else { self.shared_wait() };
         match lane {
-            Lane::Holder if self.holder_own.load(Ordering::SeqCst) => {
+            Lane::Holder | Lane::Turn if self.holder_own.load(Ordering::SeqCst) => {
                 let p = self.holder.acquire().await.expect(closed);
                 self.pass(Some(p), None, true, shared_wait, false)
             }
-            Lane::Holder | Lane::Priority => {
+            Lane::Holder | Lane::Turn | Lane::Priority => {
                 // Straight into the queue of `conns`: ahead of everything but one request or wait.
                 let p = self.conns.acquire().await.expect(closed);
                 self.pass(Some(p), None, false, shared_wait, false)
@@ -364,7 +384,8 @@ impl Budget {
         wait_cap: Duration,
         close: bool,
     ) -> Pass<'a> {
-        Pass { budget: self, conn, wait, holder_pool, wait_cap, close, long: false }
+        let reuse_only = self.saturated() && !self.is_h2();
+        Pass { budget: self, conn, wait, holder_pool, wait_cap, close, long: false, reuse_only }
     }
 
     /// The cap of a blocking query's wait: [`SHARED_WAIT`] when it shares its connection with
@@ -387,8 +408,8 @@ mod tests {
     async fn http1_permits_stay_within_the_budget() {
         for max in [1, 2, 3, 4, 32] {
             let b = Budget::new(max, false);
-            let own = usize::from(b.holder_own.load(Ordering::SeqCst));
-            assert_eq!(b.conns.available_permits() + own, max, "max={max}");
+            let holders = b.holder.available_permits() * usize::from(b.holder_own.load(Ordering::SeqCst));
+            assert_eq!(b.conns.available_permits() + holders, max, "max={max}");
             assert!(b.waits.available_permits() <= b.conns.available_permits().max(1));
             if max >= 4 {
                 assert!(b.waits.available_permits() < b.conns.available_permits(), "a request always gets through");
@@ -453,7 +474,7 @@ mod tests {
         assert_eq!(b.conns.available_permits(), H2_STREAMS);
         let b = Budget::new(8, true);
         b.learned(reqwest::Version::HTTP_11);
-        assert_eq!(b.conns.available_permits() + 1, 8);
+        assert_eq!(b.conns.available_permits() + b.holder.available_permits(), 8);
         assert!(b.holder_own.load(Ordering::SeqCst));
     }
 }

@@ -71,6 +71,8 @@ struct Inner {
     busy: Mutex<HashSet<String>>,
     /// The keys this client keeps alive now (see `local`).
     local: LocalKeys,
+    /// Locks and permits held through this client now.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -199,20 +201,22 @@ impl ClientBuilder {
         self
     }
 
-    /// The connections this client (and its clones) budgets for at once, whatever the number of
-    /// tasks waiting through it: every request takes a permit before the connection pool gives it
-    /// a connection (a connection can outlive its permit for a moment, so under load one or two
-    /// more have been seen: not yet a hard cap). An agent allows `limits.http_max_conns_per_client`
+    /// The most connections this client (and its clones) has to the agent at once, whatever the
+    /// number of tasks waiting through it. An agent allows `limits.http_max_conns_per_client`
     /// (200 by default) per client address, and the processes of a host usually share one
     /// address: keep the sum of the budgets of a host's clients under it.
     ///
-    /// Over HTTP/1.1 a request in flight needs a connection of its own: with a budget of 2 or
-    /// more, one connection is kept for the writes of holders (renewals, releases), so they never
-    /// need a new connection; blocking queries use at most the budget minus 2 (at least 1); more
-    /// waiters than that take turns (see the README's section on crowds). With a budget of 1,
+    /// Over `http://` this is a hard cap: the client keeps its own HTTP/1.1 connections, opens one
+    /// only when none is idle, and closes one at once when its request is cancelled. A request in
+    /// flight needs a connection of its own, so with a budget of 2 or more one connection is kept
+    /// for holders (renewals, releases; and, from a budget of 3, every session's renewals), and
+    /// blocking queries use at most the budget minus 2 (at least 1): a quarter of those wait their
+    /// full time, the others 500 ms at a time, in turns. Waiters on one key in one process need one
+    /// blocking query in all (the rest wait for each other in-process). With a budget of 1,
     /// everything shares one connection: blocking queries then wait at most 2.5 s each, so a
     /// renewal gets its turn well within the TTL. An `https://` agent that speaks HTTP/2 carries
-    /// every request on one connection whatever the budget. Must be at least 1. Default 32.
+    /// every request on one connection whatever the budget; over a unix socket (no per-address
+    /// cap there) the budget bounds requests in flight. Must be at least 1. Default 32.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n);
         self
@@ -382,6 +386,7 @@ impl ClientBuilder {
                 metrics_key_label: self.metrics_key_label,
                 busy: Mutex::new(HashSet::new()),
                 local: LocalKeys::default(),
+                holding: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -597,6 +602,11 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Reply> {
+        // Through a budget of 2 or less (a waiting `consul-lock run`), a client that holds nothing
+        // opens no holder connection for its waiting sessions' writes (a session replaced, a queue
+        // entry left): they go first on the connection it waits with.
+        let small_idle = self.inner.budget.max() <= 2 && self.inner.holding.load(Ordering::SeqCst) == 0;
+        let lane = if lane == Lane::Holder && small_idle { Lane::Priority } else { lane };
         let pass = self.inner.budget.admit(lane, false).await;
         self.send(pass, method, path, query, body, timeout).await
     }
@@ -607,13 +617,35 @@ impl Client {
         self.inner.budget.admit(Lane::Wait, holder).await
     }
 
-    /// [`Lane::Holder`] while the holder connection is not open (the request opens it), else
+    /// [`Lane::Turn`] while the holder connection is not open (the request opens it), else
     /// [`Lane::Request`].
     pub(crate) fn holder_lane_if_cold(&self) -> Lane {
         if self.inner.budget.holder_cold() {
-            Lane::Holder
+            Lane::Turn
         } else {
             Lane::Request
+        }
+    }
+
+    /// A turn's attempt opened the holder connection and took nothing. Through a budget of 2 or
+    /// less (a waiting `consul-lock run` keeps one connection), close it again unless a hold of
+    /// this client uses it: the next attempt in turn opens it anew.
+    pub(crate) fn holder_connection_unused(&self) {
+        if self.inner.budget.max() > 2 || self.inner.holding.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if let Some(plain) = &self.inner.plain {
+            plain.holder.close_idle();
+        }
+        self.inner.budget.holder_used(false);
+    }
+
+    /// A hold of this client begins (`true`) or ends.
+    pub(crate) fn note_holding(&self, yes: bool) {
+        if yes {
+            self.inner.holding.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let _ = self.inner.holding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         }
     }
 
@@ -643,9 +675,8 @@ impl Client {
             let mut backoff = crate::consul::retry::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
             let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
             while client.inner.budget.holder_cold() && tokio::time::Instant::now() < give_up {
-                let r = client
-                    .call_in(Lane::Holder, Method::GET, "status/leader", &[], None, client.request_timeout())
-                    .await;
+                let r =
+                    client.call_in(Lane::Turn, Method::GET, "status/leader", &[], None, client.request_timeout()).await;
                 if r.is_ok() {
                     break;
                 }
@@ -709,7 +740,15 @@ impl Client {
     ) -> Result<Reply> {
         let pool = if pass.holder_pool { &plain.holder } else { &plain.shared };
         let token = self.inner.token.as_ref().map(|Token(t)| t.as_str());
-        let out = http1::Outgoing { method, target, token, body, close: pass.close, max_bytes: MAX_RESPONSE_BYTES };
+        let out = http1::Outgoing {
+            method,
+            target,
+            token,
+            body,
+            close: pass.close,
+            max_bytes: MAX_RESPONSE_BYTES,
+            reuse_only: pass.reuse_only,
+        };
         let addr = self.address();
         match tokio::time::timeout(timeout, pool.send(out)).await {
             Ok(Ok(a)) => Ok(Reply { status: a.status, index: a.index, body: a.body }),
@@ -746,8 +785,11 @@ impl Client {
         }
         let addr = self.address();
         let failed = |e: reqwest::Error| {
-            let closed = !e.is_timeout() && closed_by_agent(&e);
-            self.transport_failed(pass, Error::from_reqwest(addr, e), closed)
+            // Before the first answer of an `https://` agent, a closed connection is more likely
+            // our certificate refused than the agent's connection cap.
+            let first_tls = self.inner.budget.probing();
+            let closed = !e.is_timeout() && !first_tls && closed_by_agent(&e);
+            self.transport_failed(pass, Error::from_reqwest(addr, e, first_tls), closed)
         };
         let mut resp = req.send().await.map_err(failed)?;
         self.inner.budget.learned(resp.version());

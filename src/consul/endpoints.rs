@@ -506,6 +506,14 @@ impl Client {
     /// not open (see [`Client::holder_lane_if_cold`]).
     pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str], turn: bool) -> Result<LockAttempt> {
         let lane = if turn { self.holder_lane_if_cold() } else { Lane::Request };
+        let attempt = self.lock_attempt(lane, body, keys).await;
+        if lane == Lane::Turn && !matches!(attempt, Ok(LockAttempt::Acquired { .. })) {
+            self.holder_connection_unused();
+        }
+        attempt
+    }
+
+    async fn lock_attempt(&self, lane: Lane, body: Vec<u8>, keys: &[&str]) -> Result<LockAttempt> {
         match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => {
                 let token = kvs.iter().map(|kv| kv.modify_index).max().filter(|i| *i > 0);
@@ -625,7 +633,7 @@ impl Client {
         let entries = also_delete.iter().map(|e| TxnOp::kv("delete", e, None, None));
         let lists = queues.iter().map(|q| TxnOp::kv("get-tree", q, None, None));
         let body = txn_body(&deletes.chain(entries).chain(lists).collect::<Vec<_>>());
-        match self.txn::<KvEntry>(body).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, body).await? {
             Txn::Committed(listed) => {
                 let waiting = listed.iter().any(|e| {
                     queues.iter().any(|q| e.key.starts_with(q.as_str()))
@@ -659,7 +667,7 @@ impl Client {
     /// Send a guarded write built by [`guarded_txn_body`]: committed only while every checked key
     /// is still held by the session.
     pub(crate) async fn txn_guarded(&self, body: Vec<u8>) -> Result<Guarded> {
-        match self.txn::<serde::de::IgnoredAny>(body).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, body).await? {
             Txn::Committed(_) => Ok(Guarded::Written),
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(Guarded::NotOurs),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
@@ -756,7 +764,17 @@ impl Client {
         if let Some(entry) = w.dequeue {
             ops.push(TxnOp::kv("delete", entry, None, None));
         }
-        match self.txn::<KvEntry>(txn_body(&ops)).await {
+        // The admission opens the holder connection, as a lock's attempt does (see `txn_lock`).
+        let lane = self.holder_lane_if_cold();
+        let admitted = self.admission(lane, txn_body(&ops)).await;
+        if lane == Lane::Turn && !matches!(admitted, Ok(Admission::Admitted { .. })) {
+            self.holder_connection_unused();
+        }
+        admitted
+    }
+
+    async fn admission(&self, lane: Lane, body: Vec<u8>) -> Result<Admission> {
+        match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => kvs
                 .get(1)
                 .map(|kv| kv.modify_index)

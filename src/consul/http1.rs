@@ -12,7 +12,8 @@
 //! out or is cancelled mid-request is closed at once (its task is aborted): it never lingers
 //! uncounted while the agent finishes a blocking query nobody reads.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -21,6 +22,7 @@ use hyper::client::conn::http1;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -38,6 +40,14 @@ pub(crate) struct Pool {
     /// Idle connections older than this are closed (`None`: kept as long as the agent keeps them).
     idle_timeout: Option<Duration>,
     idle: Mutex<Vec<Conn>>,
+    /// Open connections, and a wake-up each time one goes back on the idle list or closes.
+    live: Arc<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    open: AtomicUsize,
+    changed: Notify,
 }
 
 /// One open connection: the request half, and the task that drives the socket.
@@ -45,12 +55,15 @@ struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     task: AbortHandle,
     used: Instant,
+    live: Arc<Live>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         // Close the socket now, whatever the agent is still doing on it.
         self.task.abort();
+        self.live.open.fetch_sub(1, Ordering::SeqCst);
+        self.live.changed.notify_one();
     }
 }
 
@@ -65,6 +78,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) close: bool,
     /// Larger answers are refused.
     pub(crate) max_bytes: usize,
+    /// Open no connection while the pool has one: wait for it (the agent refuses new ones).
+    pub(crate) reuse_only: bool,
 }
 
 /// An answer, read whole.
@@ -96,7 +111,14 @@ impl Pool {
         idle_timeout: Option<Duration>,
     ) -> Result<Pool, String> {
         let host = HeaderValue::from_str(authority).map_err(|_| format!("{authority:?} is not a valid host"))?;
-        Ok(Pool { authority: authority.to_owned(), host, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) })
+        Ok(Pool {
+            authority: authority.to_owned(),
+            host,
+            connect_timeout,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            live: Arc::default(),
+        })
     }
 
     /// Send `out` and read its answer. The caller holds a budget permit throughout (and bounds the
@@ -107,7 +129,11 @@ impl Pool {
         // unsent: then (and only then) one more try, on a new connection.
         let mut fresh = false;
         loop {
-            let idle = if fresh { None } else { self.take_idle().await };
+            let idle = match (fresh, out.reuse_only) {
+                (true, _) => None,
+                (false, false) => self.take_idle().await,
+                (false, true) => self.wait_idle().await,
+            };
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
@@ -166,15 +192,41 @@ impl Pool {
         }
     }
 
+    /// An idle connection of this pool, waiting for one to come back while others are open;
+    /// `None` once none is open (then the caller opens one).
+    async fn wait_idle(&self) -> Option<Conn> {
+        loop {
+            let changed = self.live.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(c) = self.take_idle().await {
+                return Some(c);
+            }
+            if self.live.open.load(Ordering::SeqCst) == 0 {
+                return None;
+            }
+            changed.await;
+        }
+    }
+
+    /// Close every idle connection.
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        drop(idle);
+    }
+
     fn expired(&self, conn: &Conn) -> bool {
         self.idle_timeout.is_some_and(|t| conn.used.elapsed() >= t)
     }
 
     fn put_back(&self, mut conn: Conn) {
         conn.used = Instant::now();
-        let mut idle = lock(&self.idle);
-        idle.retain(|c| !c.sender.is_closed() && !self.expired(c));
-        idle.push(conn);
+        {
+            let mut idle = lock(&self.idle);
+            idle.retain(|c| !c.sender.is_closed() && !self.expired(c));
+            idle.push(conn);
+        }
+        self.live.changed.notify_one();
     }
 
     async fn connect(&self) -> Result<Conn, Failure> {
@@ -192,7 +244,8 @@ impl Pool {
                 tracing::trace!(error = %e, "agent connection ended");
             }
         });
-        Ok(Conn { sender, task: task.abort_handle(), used: Instant::now() })
+        self.live.open.fetch_add(1, Ordering::SeqCst);
+        Ok(Conn { sender, task: task.abort_handle(), used: Instant::now(), live: self.live.clone() })
     }
 
     /// How many idle connections the pool keeps now.
@@ -260,7 +313,15 @@ mod tests {
     }
 
     fn get(target: &str) -> Outgoing<'_> {
-        Outgoing { method: reqwest::Method::GET, target, token: None, body: None, close: false, max_bytes: 1024 }
+        Outgoing {
+            method: reqwest::Method::GET,
+            target,
+            token: None,
+            body: None,
+            close: false,
+            max_bytes: 1024,
+            reuse_only: false,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +346,30 @@ mod tests {
         let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
         assert!(opened <= 3, "480 requests through 3 permits opened {opened} connections");
         assert!(pool.idle_count() <= 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reuse_only_waits_for_an_open_connection_instead_of_opening_one() {
+        let (addr, accepted) = server(Duration::from_millis(20)).await;
+        let pool = std::sync::Arc::new(Pool::new(&addr, Duration::from_secs(1), None).unwrap());
+        pool.send(get("/v1/x")).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = get("/v1/x");
+                out.reuse_only = true;
+                pool.send(out).await.map(|a| a.status)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 200);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "five requests shared the one connection");
+        let empty = Pool::new(&addr, Duration::from_secs(1), None).unwrap();
+        let mut out = get("/v1/x");
+        out.reuse_only = true;
+        assert_eq!(empty.send(out).await.unwrap().status, 200, "a pool with no connection opens one");
     }
 
     #[tokio::test]

@@ -225,10 +225,11 @@ impl Acquire {
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
         let keys = [plan.key.as_str()];
-        // An uncontended attempt opens it too (no extra request), except through a budget of 2 or
-        // less (`consul-lock`), whose waiting process keeps one connection: there the hold opens
-        // it with a read once it begins.
-        let turn = if self.queued { self.likely } else { plan.client.max_connections() > 2 };
+        // An uncontended attempt opens it too (no extra request). Through a budget of 2 or less (a
+        // `consul-lock run`) every attempt does, and one that takes nothing closes it again: the
+        // waiting process keeps one connection, the holding one has its second from the moment
+        // it holds.
+        let turn = !self.queued || self.likely || plan.client.max_connections() <= 2;
         Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys, turn))
             .await?)
     }

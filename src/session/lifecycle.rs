@@ -145,6 +145,7 @@ impl SessionCore {
     /// a hold opens the client's holder connection if it is not open (larger budgets open it with
     /// the lock attempt), before the first renewal needs it.
     pub(crate) fn holding(&self, yes: bool) {
+        self.client.note_holding(yes);
         if yes {
             self.held.fetch_add(1, Ordering::SeqCst);
             if self.client.max_connections() <= 2 {
