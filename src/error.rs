@@ -222,7 +222,7 @@ impl Error {
                 let timeout = e.kind() == std::io::ErrorKind::TimedOut;
                 (format!("connection failed ({e})"), timeout, Some(Box::new(e)))
             }
-            Failure::Http(e) => (root_cause(&e), false, Some(Box::new(e))),
+            Failure::Http { error, .. } => (root_cause(&error), false, Some(Box::new(error))),
             Failure::TooLarge => ("answer too large".to_owned(), false, None),
             Failure::Invalid(m) => (m, false, None),
         };

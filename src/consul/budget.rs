@@ -6,27 +6,32 @@
 //! address. So a `Client` never has more than its budget of connections, however many tasks wait,
 //! and a holder's writes never depend on opening a new one:
 //!
-//! - **Lanes.** Every request goes through one of three lanes. [`Lane::Holder`] (renewals,
-//!   releases, owner-checked deletes: what keeps or ends a hold) goes first; [`Lane::Request`]
-//!   (every other short request) next; [`Lane::Wait`] (blocking queries) may hold at most
-//!   `waits` connections, always fewer than the budget, so short requests never queue behind a
-//!   15-second wait.
-//! - **Holder connection.** Over HTTP/1.1 with a budget of 2 or more, holder writes have a
-//!   connection of their own, outside the pool the waits use, opened when the client's first hold
-//!   begins and kept open (Consul 1.8's HTTP server has no idle timeout), so a renewal or a
-//!   release finds it open when the agent is at its cap. Renewals of sessions that hold nothing
-//!   are a waiter's: they go ahead of other requests on the waiters' connections. With a budget of 1 they share the one connection:
-//!   blocking queries are then capped at [`SHARED_WAIT`], and a holder write queued behind one gets
-//!   the connection next, ahead of queued requests and waits.
+//! - **Lanes.** [`Lane::Holder`]: what keeps or ends a hold (renewals, releases, owner-checked
+//!   deletes, guarded writes, session destroys; from a budget of 3, every session's own writes).
+//!   [`Lane::Turn`]: a waiter's attempt in its turn, which opens the holder connection.
+//!   [`Lane::Priority`]: a waiting session's renewal through a budget of 1 or 2, first on the
+//!   shared connection. [`Lane::Request`]: every other short request. [`Lane::Wait`]: blocking
+//!   queries, on at most `waits` connections, always fewer than the shared pool's, so short requests
+//!   never queue behind a 15-second wait.
+//! - **Holder connections.** Over HTTP/1.1 with a budget of 2 or more, holder writes have
+//!   [`holder_connections`] of their own (1 to 4), outside the pool the waits use, kept open
+//!   (Consul 1.8's HTTP server has no idle timeout). With a budget of 1 everything shares one
+//!   connection: blocking queries are then capped at [`SHARED_WAIT`], and a holder write queued
+//!   behind one gets the connection next, ahead of queued requests and waits.
+//! - **Waits rotate.** A quarter of the wait permits may wait their full time; the others wait at
+//!   most [`ROTATE_WAIT`], and so do all while other waits queue for a permit or the agent refuses
+//!   connections: every waiter gets its turn to look in bounded time, and connections come back
+//!   within half a second for the requests that need one.
+//! - **A saturated agent.** A connection the agent closes before answering shrinks the budget by
+//!   one (down to two) and quiet time grows it back; while the agent refuses, a request waits for
+//!   one of its pool's open connections rather than open another ([`Pass::reuse_only`]).
 //! - **HTTP/2.** An `https://` agent that negotiates h2 carries every request on one connection;
 //!   until the first answer tells the protocol, one request at a time (so a burst does not open a
 //!   connection per request). Then up to [`H2_STREAMS`] requests share it.
-//! - **Rotation.** When more blocking queries want a connection than `waits` allows, new ones wait
-//!   at most [`ROTATE_WAIT`], so every waiter gets its turn to look in bounded time.
 //!
-//! Counting is by permits, not sockets: a request holds a permit from before it asks the pool for
-//! a connection until its answer is read (hyper returns the connection to the pool before the end
-//! of the body is seen), so the pool never needs more connections than permits.
+//! Counting is by permits: a request holds its permits for its whole exchange, and over `http://`
+//! the connections are this crate's own (`http1`), which puts an answered connection back before
+//! the permit is released and opens one only when none is idle, so the permits are a hard cap.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;

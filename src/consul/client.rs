@@ -757,7 +757,9 @@ impl Client {
                 Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")))
             }
             Ok(Err(f)) => {
-                let closed = matches!(&f, http1::Failure::Http(e) if closed_by_agent(e));
+                // Past its cap the agent closes new connections; a kept one that breaks is
+                // something else (the agent restarting, say).
+                let closed = matches!(&f, http1::Failure::Http { error, fresh: true } if closed_by_agent(error));
                 Err(self.transport_failed(pass, Error::from_plain(addr, f), closed))
             }
         }

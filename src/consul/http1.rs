@@ -30,6 +30,10 @@ use crate::mutex::lock;
 
 /// How long an idle connection waits to be ready for the next request before it is given up.
 const READY_WITHIN: Duration = Duration::from_secs(1);
+/// How long a request waits for one of the pool's connections while the agent refuses new ones,
+/// before it tries a new one anyway (waits rotate every 500 ms, so one is back by then, unless
+/// they are all long waits).
+const REUSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The connections of one pool (the client's shared one, or the holder connection's own).
 pub(crate) struct Pool {
@@ -94,14 +98,26 @@ pub(crate) struct Answer {
 pub(crate) enum Failure {
     /// The connection could not be opened.
     Connect(std::io::Error),
-    /// The connection broke (closed, reset) or the answer could not be read.
-    Http(hyper::Error),
+    /// The connection broke (closed, reset) or the answer could not be read; `fresh`: on a
+    /// connection opened for this request (what an agent past its connection cap does: it closes
+    /// new connections at once), not on a kept one.
+    Http { error: hyper::Error, fresh: bool },
     /// The answer was larger than allowed.
     TooLarge,
     /// A bad request (a header value the token or target cannot be): never sent.
     Invalid(String),
     /// No answer within the request's timeout (the caller's bound).
     TimedOut,
+}
+
+impl Failure {
+    /// The same failure, on a fresh connection or not.
+    fn on(self, fresh: bool) -> Failure {
+        match self {
+            Failure::Http { error, .. } => Failure::Http { error, fresh },
+            other => other,
+        }
+    }
 }
 
 impl Pool {
@@ -138,9 +154,10 @@ impl Pool {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
+            let broke = |error| Failure::Http { error, fresh: !reused };
             match conn.sender.try_send_request(request).await {
                 Ok(resp) => {
-                    let answer = read(resp, out.max_bytes).await?;
+                    let answer = read(resp, out.max_bytes).await.map_err(|e| e.on(!reused))?;
                     if !out.close {
                         self.put_back(conn);
                     }
@@ -151,7 +168,7 @@ impl Pool {
                         request = unsent;
                         fresh = true;
                     }
-                    _ => return Err(Failure::Http(e.into_error())),
+                    _ => return Err(broke(e.into_error())),
                 },
             }
         }
@@ -192,9 +209,14 @@ impl Pool {
         }
     }
 
-    /// An idle connection of this pool, waiting for one to come back while others are open;
-    /// `None` once none is open (then the caller opens one).
+    /// An idle connection of this pool, waiting (at most [`REUSE_WAIT`]) for one to come back
+    /// while others are open; `None` once none is open or the wait is over (then the caller opens
+    /// one: a connection busy with a 15 s blocking query must not stall a renewal).
     async fn wait_idle(&self) -> Option<Conn> {
+        tokio::time::timeout(REUSE_WAIT, self.wait_idle_unbounded()).await.ok().flatten()
+    }
+
+    async fn wait_idle_unbounded(&self) -> Option<Conn> {
         loop {
             let changed = self.live.changed.notified();
             tokio::pin!(changed);
@@ -237,8 +259,10 @@ impl Pool {
             .map_err(Failure::Connect)?;
         // Small requests: send them at once.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(Failure::Http)?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| Failure::Http { error, fresh: true })?;
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::trace!(error = %e, "agent connection ended");
@@ -262,7 +286,7 @@ async fn read(resp: hyper::Response<hyper::body::Incoming>, max: usize) -> Resul
     let mut incoming = resp.into_body();
     let mut body = Vec::new();
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(Failure::Http)?;
+        let frame = frame.map_err(|error| Failure::Http { error, fresh: false })?;
         if let Some(chunk) = frame.data_ref() {
             if body.len() + chunk.len() > max {
                 return Err(Failure::TooLarge);

@@ -133,18 +133,23 @@ impl Acquire {
         loop {
             let s = self.core.live_session().await?;
             self.likely = false;
-            let attempt = match self.queue_turn(&s).await? {
+            let refused = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
                 Queued::WaitKey => {
                     self.wait_for_change(&s).await?;
                     self.likely = true;
-                    self.attempt(&s).await?
+                    None
                 }
-                Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
+                Queued::Refused => Some(LockAttempt::InvalidSession { status: 409, message: "invalid session".into() }),
+                Queued::Go => None,
+            };
+            let attempt = match refused {
+                Some(a) => a,
                 // A long wait at a crowded agent can outlast our session's lease (its renewals
-                // failed): a lock taken with it would be lost at once. Make a new one first.
-                Queued::Go if s.is_lost() && self.plan.shared.is_none() => continue,
-                Queued::Go => self.attempt(&s).await?,
+                // refused): a lock taken with it would be lost at once. Renew it first, or make a
+                // new one.
+                None if self.plan.shared.is_none() && !s.fresh_for_hold().await => continue,
+                None => self.attempt(&s).await?,
             };
             self.core.attempted();
             match attempt {

@@ -327,35 +327,67 @@ async fn renew_loop(weak: Weak<SessionCore>) {
             _ = early.notified() => {}
         }
         let Some(s) = weak.upgrade() else { return };
-        let now = Instant::now();
-        let lost_at = s.lost_at();
-        if now >= lost_at {
-            s.mark_lost(Loss::Deadline, "no successful renewal within the TTL");
-            return;
-        }
-        let timeout = (lost_at - now).min(s.client.request_timeout());
-        let result = s.client.session_renew(&s.id, timeout, s.is_holding()).await;
-        metrics::renewal(&result);
-        match result {
-            Ok(Renewed::Ok { ttl }) => {
-                s.renewed(now, ttl);
+        match s.renew().await {
+            Renewal::Renewed => {
                 backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
                 next = renew_period(s.ttl());
             }
-            Ok(Renewed::Gone) => {
-                s.mark_lost(Loss::Renew404, "renew answered 404: the session no longer exists");
-                return;
-            }
-            Err(e) if e.is_retryable() => {
+            Renewal::Failed(e) => {
                 let left = s.lost_at().saturating_duration_since(Instant::now());
                 tracing::warn!(session = %s.id, error = %e, ?left, "session renewal failed; retrying");
                 next = backoff.next_delay().min(left);
             }
+            Renewal::Ended => return,
+        }
+    }
+}
+
+/// What one renewal did.
+enum Renewal {
+    Renewed,
+    /// A retryable failure: the lease runs on until its deadline.
+    Failed(Error),
+    /// The session is over (marked lost).
+    Ended,
+}
+
+impl SessionCore {
+    /// Renew once now.
+    async fn renew(&self) -> Renewal {
+        let now = Instant::now();
+        let lost_at = self.lost_at();
+        if now >= lost_at {
+            self.mark_lost(Loss::Deadline, "no successful renewal within the TTL");
+            return Renewal::Ended;
+        }
+        let timeout = (lost_at - now).min(self.client.request_timeout());
+        let result = self.client.session_renew(&self.id, timeout, self.is_holding()).await;
+        metrics::renewal(&result);
+        match result {
+            Ok(Renewed::Ok { ttl }) => {
+                self.renewed(now, ttl);
+                Renewal::Renewed
+            }
+            Ok(Renewed::Gone) => {
+                self.mark_lost(Loss::Renew404, "renew answered 404: the session no longer exists");
+                Renewal::Ended
+            }
+            Err(e) if e.is_retryable() => Renewal::Failed(e),
             Err(e) => {
-                s.mark_lost(Loss::RenewRefused, &format!("renewal refused: {e}"));
-                return;
+                self.mark_lost(Loss::RenewRefused, &format!("renewal refused: {e}"));
+                Renewal::Ended
             }
         }
+    }
+
+    /// Whether this session has lease enough to start a hold on: one more than half spent (its
+    /// renewals refused while it waited at a crowded agent) is renewed first. `false` when it is
+    /// lost (then a new session is made for the attempt).
+    pub(crate) async fn fresh_for_hold(&self) -> bool {
+        if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
+            let _ = self.renew().await;
+        }
+        !self.is_lost()
     }
 }
 
