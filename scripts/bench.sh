@@ -19,6 +19,8 @@
 #   PEERS_DIR=/path/to/peers scripts/bench.sh
 #   BENCH_BASELINE=39b93de scripts/bench.sh   # also REV's contend part, right after ours, same agent
 #                                             # (39b93de: the plain mode before the herd-free default)
+#   BENCH_AB="latency contend" BENCH_BASELINE=REV scripts/bench.sh   # only those parts, ours and REV's
+#                                       # bench alternating per pass on one dev agent (before/after)
 #   BENCH_REPEATS=4 scripts/bench.sh    # then 4 alternations at N = BENCH_REPEAT_N (8): ours, the
 #                                       # baseline, Go — the spread of the tail (repeats.md)
 # Sizes: BENCH_PASSES, BENCH_PASS_ROUNDS (above); ours: LOCKBENCH_N, LOCKBENCH_HANDOFFS, LOCKBENCH_SLOW_HANDOFFS,
@@ -191,8 +193,34 @@ repeats() {
   } | tee "$out/rust-repeats.md"
 }
 
+# before_after PART...: with BENCH_BASELINE, each part in BENCH_PASSES passes, ours then the
+# baseline's bench then ours again (the order flips each pass), on this one agent; then exit.
+before_after() {
+  local part pass who order
+  for part in "$@"; do
+    order=(ours baseline)
+    for pass in $(seq "$passes"); do
+      for who in "${order[@]}"; do
+        step "$who: $part (pass $pass)"
+        if [ "$who" = ours ]; then
+          LOCKBENCH_CONSUL=$consul "$bench_exe" "$part" | tee "$out/rust-ab-$pass-$part-ours.md"
+        else
+          LOCKBENCH_CONSUL=$consul "$baseline_exe" "$part" | tee "$out/rust-ab-$pass-$part-baseline-$rev.md"
+        fi
+      done
+      order=("${order[1]}" "${order[0]}")
+    done
+  done
+}
+
 started=$(date -u +%FT%TZ)
 start_agent dev
+if [ -n "${BENCH_AB:-}" ]; then
+  [ -n "$baseline_exe" ] || { echo "bench: BENCH_AB needs BENCH_BASELINE" >&2; exit 1; }
+  read -r -a ab_parts <<<"$BENCH_AB"
+  before_after "${ab_parts[@]}"
+  exit 0
+fi
 latency_passes dev
 ours dev-contend contend
 if [ -n "$baseline_exe" ]; then

@@ -179,12 +179,24 @@ impl Error {
         }))
     }
 
-    pub(crate) fn from_reqwest(address: &str, err: reqwest::Error) -> Self {
+    /// A request through reqwest failed. `first_tls`: an `https://` client that has had no answer
+    /// yet: over TLS 1.3 an agent that refuses our certificate (or its absence) aborts the
+    /// handshake only after the client thinks it complete, so the first request sees the
+    /// connection close, not the alert.
+    pub(crate) fn from_reqwest(address: &str, err: reqwest::Error, first_tls: bool) -> Self {
         let timeout = err.is_timeout();
+        let cause = root_cause(&err).to_ascii_lowercase();
+        let closed_at_once = ["broken pipe", "reset by peer", "connection closed"].iter().any(|w| cause.contains(w));
         let message = if timeout {
             "request timed out".to_owned()
         } else if is_tls_failure(&root_cause(&err)) {
             format!("{TLS_FAILED} ({})", root_cause(&err))
+        } else if first_tls && closed_at_once {
+            format!(
+                "{TLS_FAILED} (the agent closed the connection as soon as it was set up: it may require a client \
+                 certificate, or refuse this one; {})",
+                root_cause(&err)
+            )
         } else if err.is_connect() && address.starts_with("unix://") {
             unix_connect_failure(&err)
         } else if err.is_connect() {
@@ -198,6 +210,23 @@ impl Error {
             source: Some(Box::new(err.without_url())),
             timeout,
         }))
+    }
+
+    /// A request on this crate's own `http://` connections got no answer.
+    pub(crate) fn from_plain(address: &str, failure: crate::consul::http1::Failure) -> Self {
+        use crate::consul::http1::Failure;
+        let (message, timeout, source): (String, bool, Option<Box<dyn std::error::Error + Send + Sync>>) = match failure
+        {
+            Failure::TimedOut => ("request timed out".to_owned(), true, None),
+            Failure::Connect(e) => {
+                let timeout = e.kind() == std::io::ErrorKind::TimedOut;
+                (format!("connection failed ({e})"), timeout, Some(Box::new(e)))
+            }
+            Failure::Http { error, .. } => (root_cause(&error), false, Some(Box::new(error))),
+            Failure::TooLarge => ("answer too large".to_owned(), false, None),
+            Failure::Invalid(m) => (m, false, None),
+        };
+        Error::Transport(Box::new(TransportError { address: address.to_owned(), message, source, timeout }))
     }
 
     /// `NotAcquired` with nothing known of the wait: what a `hold` reports if its procedure ever
@@ -236,6 +265,15 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// What is said, once per client, when the agent closes new connections before answering.
+pub(crate) fn connection_cap_message(address: &str) -> String {
+    format!(
+        "Consul at {address} closes new connections before answering: the agent limits HTTP connections per \
+         client address (limits.http_max_conns_per_client, 200 by default), and every process of this host \
+         that talks to it counts; waiting and retrying with backoff until the deadline"
+    )
 }
 
 /// What one of Consul's error texts says, read in one place: HTTP bodies and `/v1/txn` error

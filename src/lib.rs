@@ -85,8 +85,8 @@
 //!
 //! # How the crate is built
 //! The source tree is the architecture: a folder per layer and per primitive, imports running one
-//! way, downwards. `consul/` speaks Consul's HTTP API (client, endpoints, the one blocking-query
-//! loop, retry, key and flag rules); `session/` owns sessions and their renewal, and the public
+//! way, downwards. `consul/` speaks Consul's HTTP API (client, its connection budget and own
+//! HTTP/1.1 connections, endpoints, the one blocking-query loop, retry, key and flag rules); `session/` owns sessions and their renewal, and the public
 //! [`Session`]; `primitive/` is what every primitive is built of (the one settings type every
 //! builder uses, the shared acquire procedure, the wait queue, a held key, guarded writes); `lock/`,
 //! `semaphore/`, `rwlock/`, `election/` and `multilock/` are the primitives; `blocking/` mirrors
@@ -107,7 +107,8 @@
 //   rwlock/                 — the primitives: public builder, acquire procedure, guard
 //   primitive/              — what the primitives share: acquire procedure, wait queue, a held key
 //   session/                — Consul sessions: lifecycle and renewal; the public shared `Session`
-//   consul/                 — the Consul layer: client, endpoints, blocking-query watch, retry, key rules
+//   consul/                 — the Consul layer: client, connection budget, HTTP/1.1 connections,
+//                             endpoints, blocking-query watch, retry, key rules
 //   error, holder, metrics, mutex, task — leaves
 pub mod blocking;
 mod consul;

@@ -13,6 +13,9 @@ use consul_lock::testing::find_binary;
 use consul_lock::{Client, EphemeralLock, Error};
 use tokio::time::Instant;
 
+#[path = "support/sockets.rs"]
+mod sockets;
+
 #[path = "support/capture.rs"]
 mod capture;
 use capture::Captured;
@@ -203,5 +206,47 @@ async fn mutual_tls_needs_the_client_certificate() {
     assert!(e.to_string().contains("CONSUL_CLIENT_CERT"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     eprintln!("mTLS without a client certificate: {e}");
+    drop(agent);
+}
+
+/// HTTP/2: 100 tasks waiting on a held key, the holder and its renewals all ride one connection
+/// (ALPN `h2`), counted from /proc while they wait and as they take their turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_a_hundred_waiters_over_http2() {
+    let dir = make_certs("h2");
+    let agent = start_agent(&dir, false).await;
+    let client = builder(&agent, &dir).build().unwrap();
+    let lock = |wait: Duration| {
+        EphemeralLock::new("tls/crowd")
+            .client(client.clone())
+            .ttl(Duration::from_secs(10))
+            .lock_delay(Duration::ZERO)
+            .acquire_timeout(wait)
+    };
+    let held = lock(Duration::ZERO).hold().await.unwrap();
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let l = lock(Duration::from_secs(120));
+        waiters.spawn(async move { l.hold().await?.release().await });
+    }
+    let me = std::process::id();
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        most = most.max(sockets::of_process(me, agent.port));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.release().await.unwrap();
+    let mut done = 0;
+    while !waiters.is_empty() {
+        most = most.max(sockets::of_process(me, agent.port));
+        if let Some(r) = waiters.try_join_next() {
+            r.unwrap().unwrap_or_else(|e| panic!("a waiter failed: {e}"));
+            done += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(done, 100);
+    assert_eq!(most, 1, "100 waiters over HTTP/2 used {most} connections");
     drop(agent);
 }

@@ -16,11 +16,14 @@
 //! `rwlock` (read and write cycles, a writer handoff among readers; rwlock.rs).
 //! `multi` (a multi-lock of n = 2, 8, 32 keys beside n `EphemeralLock`s; a guarded put beside a
 //! plain put; multi.rs).
+//! `crowd` (thousands of waiters in one process, hundreds of processes on one host, against the
+//! agent's connection cap; crowd.rs). Not in the default set: run it by name.
 //! Sizes come from the environment (see `common::Config::from_env`). The binary re-executes itself
 //! as a contender process (`worker` argument, `worker.rs`) for the process runs.
 
 mod common;
 mod contention;
+mod crowd;
 mod election;
 mod latency;
 mod multi;
@@ -107,9 +110,12 @@ fn main() {
             "scale" => rt.block_on(part_scale(&cfg)),
             "semaphore" => rt.block_on(semaphore::part_semaphore(&cfg)),
             "election" => rt.block_on(part_election(&cfg)),
+            "crowd" => rt.block_on(crowd::part_crowd(&cfg.addr)),
             "multi" => rt.block_on(multi::part_multi(&cfg)),
             "rwlock" => rt.block_on(rwlock::part_rwlock(&cfg)),
-            other => eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi, rwlock)"),
+            other => {
+                eprintln!("unknown part {other:?} (latency, contend, scale, semaphore, election, multi, rwlock, crowd)")
+            }
         }
         let _ = std::io::stdout().flush();
     }

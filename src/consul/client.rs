@@ -14,10 +14,15 @@ use crate::mutex::lock;
 
 /// How many keys [`Client::note_waiters`] remembers at most.
 const MAX_BUSY_KEYS: usize = 4096;
+use crate::consul::budget::{Budget, Lane, Pass, DEFAULT_MAX_CONNECTIONS};
+use crate::consul::http1;
 use crate::consul::key;
+use crate::consul::local::{LocalKey, LocalKeys};
 
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept in a pool of several (HTTP/1.1).
+const IDLE_POOLED: Duration = Duration::from_secs(60);
 /// Larger answers are refused: nothing this crate reads is anywhere near this big.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -41,7 +46,17 @@ pub struct Client {
 }
 
 struct Inner {
+    /// The pool of every request but holder writes when those have a connection of their own.
     http: reqwest::Client,
+    /// The holder connection's own pool (see `budget`).
+    http_holder: reqwest::Client,
+    /// An `http://` agent: this crate's own connections (see `http1`), the shared ones and the
+    /// holder connection, in place of `http` and `http_holder`.
+    plain: Option<Plain>,
+    /// How many connections, and which request gets one first.
+    budget: Budget,
+    /// Requests whose connection the agent closed or reset before answering.
+    resets: AtomicU64,
     /// `scheme://host:port`, no trailing slash: what request URLs start with.
     base: String,
     /// The address as shown in errors and `Debug`: `base`, or `unix://PATH` for a socket.
@@ -54,6 +69,10 @@ struct Inner {
     metrics_key_label: bool,
     /// Keys whose queue had waiters when this client last released them (see `note_waiters`).
     busy: Mutex<HashSet<String>>,
+    /// The keys this client keeps alive now (see `local`).
+    local: LocalKeys,
+    /// Locks and permits held through this client now.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 /// An ACL token. Its `Debug` and `Display` print `<redacted>`.
@@ -94,6 +113,7 @@ pub struct ClientBuilder {
     insecure: bool,
     request_timeout: Option<Duration>,
     metrics_key_label: bool,
+    max_connections: Option<usize>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -181,6 +201,27 @@ impl ClientBuilder {
         self
     }
 
+    /// The most connections this client (and its clones) has to the agent at once, whatever the
+    /// number of tasks waiting through it. An agent allows `limits.http_max_conns_per_client`
+    /// (200 by default) per client address, and the processes of a host usually share one
+    /// address: keep the sum of the budgets of a host's clients under it.
+    ///
+    /// Over `http://` this is a hard cap: the client keeps its own HTTP/1.1 connections, opens one
+    /// only when none is idle, and closes one at once when its request is cancelled. A request in
+    /// flight needs a connection of its own, so with a budget of 2 or more one connection is kept
+    /// for holders (renewals, releases; and, from a budget of 3, every session's renewals), and
+    /// blocking queries use at most the budget minus 2 (at least 1): a quarter of those wait their
+    /// full time, the others 500 ms at a time, in turns. Waiters on one key in one process need one
+    /// blocking query in all (the rest wait for each other in-process). With a budget of 1,
+    /// everything shares one connection: blocking queries then wait at most 2.5 s each, so a
+    /// renewal gets its turn well within the TTL. An `https://` agent that speaks HTTP/2 carries
+    /// every request on one connection whatever the budget; over a unix socket (no per-address
+    /// cap there) the budget bounds requests in flight. Must be at least 1. Default 32.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
     /// With feature `metrics`: add a `key` label (the lock's key) to the acquire-wait and hold-time
     /// histograms of this client's locks. Opt-in because every key is then a time series of its
     /// own. Without the feature it has no effect. Default `false`.
@@ -251,13 +292,11 @@ impl ClientBuilder {
             return Err(invalid("request_timeout must be greater than zero".into()));
         }
 
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("consul-lock/", env!("CARGO_PKG_VERSION")))
-            // Consul never redirects an API call; following one could turn a PUT into a GET.
-            .redirect(reqwest::redirect::Policy::none());
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(invalid("max_connections must be at least 1".into()));
+        }
+        let mut roots = Vec::new();
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read CA file {path:?}: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -265,40 +304,78 @@ impl ClientBuilder {
             if certs.is_empty() {
                 return Err(invalid(format!("CA file {path:?} holds no certificate")));
             }
-            for c in certs {
-                http = http.add_root_certificate(c);
-            }
+            roots = certs;
         }
-        match (&self.client_cert, &self.client_key) {
+        let identity = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
                 let mut pem = std::fs::read(cert)
                     .map_err(|e| invalid(format!("cannot read client certificate {cert:?}: {e}")))?;
                 pem.push(b'\n');
                 pem.extend(std::fs::read(key).map_err(|e| invalid(format!("cannot read client key {key:?}: {e}")))?);
-                let id = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| invalid(format!("client certificate/key {cert:?}/{key:?} are not valid PEM: {e}")))?;
-                http = http.identity(id);
+                Some(
+                    reqwest::Identity::from_pem(&pem).map_err(|e| {
+                        invalid(format!("client certificate/key {cert:?}/{key:?} are not valid PEM: {e}"))
+                    })?,
+                )
             }
-            (None, None) => {}
+            (None, None) => None,
             _ => {
                 return Err(invalid("a client certificate needs both CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY".into()))
             }
-        }
+        };
         if self.insecure {
             tracing::warn!("TLS certificate verification is disabled (CONSUL_HTTP_SSL_VERIFY=false)");
-            http = http.danger_accept_invalid_certs(true);
         }
-        let (http, base, shown) = match endpoint {
-            Endpoint::Unix(path) => (unix_socket(http, &path)?, UNIX_BASE.to_owned(), unix_shown(&path)),
-            Endpoint::Tcp { scheme, authority } => {
-                let (http, base) = tls_server_name(http, scheme, &authority, self.tls_server_name.as_deref())?;
-                (http, base.clone(), base)
+        let https = matches!(&endpoint, Endpoint::Tcp { scheme: "https", .. });
+        // Pooled connections are kept as long as the agent keeps them (Consul 1.8 never closes an
+        // idle one) where a held lock may need them: the holder connection, the one connection of
+        // a budget of 1, the one HTTP/2 connection. A larger HTTP/1.1 pool lets idle connections
+        // go after a minute, so a burst does not keep the host's share of the agent's cap.
+        let keep = max_connections == 1 || https;
+        let http_client = |idle: Option<Duration>| -> Result<(reqwest::Client, String, String)> {
+            let mut http = reqwest::Client::builder()
+                .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+                .pool_idle_timeout(idle)
+                .tcp_nodelay(true)
+                .user_agent(concat!("consul-lock/", env!("CARGO_PKG_VERSION")))
+                // Consul never redirects an API call; following one could turn a PUT into a GET.
+                .redirect(reqwest::redirect::Policy::none());
+            for c in &roots {
+                http = http.add_root_certificate(c.clone());
             }
+            if let Some(id) = &identity {
+                http = http.identity(id.clone());
+            }
+            if self.insecure {
+                http = http.danger_accept_invalid_certs(true);
+            }
+            let (http, base, shown) = match &endpoint {
+                Endpoint::Unix(path) => (unix_socket(http, path)?, UNIX_BASE.to_owned(), unix_shown(path)),
+                Endpoint::Tcp { scheme, authority } => {
+                    let (http, base) = tls_server_name(http, scheme, authority, self.tls_server_name.as_deref())?;
+                    (http, base.clone(), base)
+                }
+            };
+            let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+            Ok((http, base, shown))
         };
-        let http = http.build().map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let (http, base, shown) = http_client((!keep).then_some(IDLE_POOLED))?;
+        let (http_holder, _, _) = http_client(None)?;
+        let plain = match &endpoint {
+            Endpoint::Tcp { scheme: "http", authority } => {
+                let connect = request_timeout.min(Duration::from_secs(5));
+                let pool = |idle| http1::Pool::new(authority, connect, idle).map_err(invalid);
+                Some(Plain { shared: pool((!keep).then_some(IDLE_POOLED))?, holder: pool(None)? })
+            }
+            _ => None,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                http_holder,
+                plain,
+                budget: Budget::new(max_connections, https),
+                resets: AtomicU64::new(0),
                 base,
                 shown,
                 token,
@@ -308,6 +385,8 @@ impl ClientBuilder {
                 requests: AtomicU64::new(0),
                 metrics_key_label: self.metrics_key_label,
                 busy: Mutex::new(HashSet::new()),
+                local: LocalKeys::default(),
+                holding: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -501,7 +580,7 @@ impl Client {
         serde_json::from_slice(body).map_err(|e| Error::decode(self.address(), e.to_string()))
     }
 
-    /// Send one request. Every request of the crate goes through here.
+    /// Send one short request on the ordinary lane (see [`Lane`]).
     pub(crate) async fn call(
         &self,
         method: Method,
@@ -510,39 +589,217 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Reply> {
-        let mut url = String::with_capacity(self.inner.base.len() + path.len() + 48);
-        url.push_str(&self.inner.base);
-        url.push_str("/v1/");
-        url.push_str(path);
+        self.call_in(Lane::Request, method, path, query, body, timeout).await
+    }
+
+    /// Send one short request on `lane`: [`Lane::Holder`] for the writes a holder needs.
+    pub(crate) async fn call_in(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        // Through a budget of 2 or less (a waiting `consul-lock run`), a client that holds nothing
+        // opens no holder connection for its waiting sessions' writes (a session replaced, a queue
+        // entry left): they go first on the connection it waits with.
+        let small_idle = self.inner.budget.max() <= 2 && self.inner.holding.load(Ordering::SeqCst) == 0;
+        let lane = if lane == Lane::Holder && small_idle { Lane::Priority } else { lane };
+        let pass = self.inner.budget.admit(lane, false).await;
+        self.send(pass, method, path, query, body, timeout).await
+    }
+
+    /// The permits of a blocking query (`holder`: a holder's, which keeps its connection): its
+    /// wait is capped at `pass.wait_cap`.
+    pub(crate) async fn admit_wait(&self, holder: bool) -> Pass<'_> {
+        self.inner.budget.admit(Lane::Wait, holder).await
+    }
+
+    /// [`Lane::Turn`] while the holder connection is not open (the request opens it), else
+    /// [`Lane::Request`].
+    pub(crate) fn holder_lane_if_cold(&self) -> Lane {
+        if self.inner.budget.holder_cold() {
+            Lane::Turn
+        } else {
+            Lane::Request
+        }
+    }
+
+    /// A turn's attempt opened the holder connection and took nothing. Through a budget of 2 or
+    /// less (a waiting `consul-lock run` keeps one connection), close it again unless a hold of
+    /// this client uses it: the next attempt in turn opens it anew.
+    pub(crate) fn holder_connection_unused(&self) {
+        if self.inner.budget.max() > 2 || self.inner.holding.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if let Some(plain) = &self.inner.plain {
+            plain.holder.close_idle();
+        }
+        self.inner.budget.holder_used(false);
+    }
+
+    /// A hold of this client begins (`true`) or ends.
+    pub(crate) fn note_holding(&self, yes: bool) {
+        if yes {
+            self.inner.holding.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let _ = self.inner.holding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+
+    /// The lane of a session's own writes (create, renew). Through a budget of 3 or more they are
+    /// holder writes: the holder connection opens with the first session and carries every
+    /// renewal, waiting or holding, so that no session's lease depends on getting a new connection
+    /// while waiters fill the agent's cap. Through a budget of 1 or 2 (a waiting `consul-lock run`
+    /// keeps one connection), a waiting session's writes go first on the shared connection, and a
+    /// holding one's on the holder connection.
+    pub(crate) fn session_lane(&self, holding: bool) -> Lane {
+        if holding || self.inner.budget.max() >= 3 {
+            Lane::Holder
+        } else {
+            Lane::Priority
+        }
+    }
+
+    /// Open the holder connection, if holder writes have one of their own and it is not open: a
+    /// read (`GET /v1/status/leader`) on it in the background, retried quickly (a holder at a
+    /// saturated agent competes for the next free connection) for up to a minute.
+    pub(crate) fn warm_holder_connection(&self, runtime: &tokio::runtime::Handle) {
+        if !self.inner.budget.holder_cold() || self.inner.budget.start_warming() {
+            return;
+        }
+        let client = self.clone();
+        runtime.spawn(async move {
+            let mut backoff = crate::consul::retry::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+            while client.inner.budget.holder_cold() && tokio::time::Instant::now() < give_up {
+                let r =
+                    client.call_in(Lane::Turn, Method::GET, "status/leader", &[], None, client.request_timeout()).await;
+                if r.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            client.inner.budget.stop_warming();
+        });
+    }
+
+    /// Send one request with its permits. Every request of the crate goes through here.
+    pub(crate) async fn send(
+        &self,
+        pass: Pass<'_>,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let mut target = String::with_capacity(path.len() + 48);
+        target.push_str("/v1/");
+        target.push_str(path);
         let mut sep = '?';
         let extra = [("dc", self.inner.datacenter.as_deref()), ("ns", self.inner.namespace.as_deref())];
         for (k, v) in query.iter().map(|(k, v)| (*k, Some(*v))).chain(extra) {
             if let Some(v) = v {
-                url.push(sep);
-                url.push_str(k);
-                url.push('=');
-                key::encode_component(v, &mut url);
+                target.push(sep);
+                target.push_str(k);
+                target.push('=');
+                key::encode_component(v, &mut target);
                 sep = '&';
             }
         }
-        let mut req = self.inner.http.request(method.clone(), &url).timeout(timeout);
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%method, path, "consul request");
+        let sent = match &self.inner.plain {
+            Some(plain) => self.send_plain(plain, &pass, method, &target, body, timeout).await,
+            None => self.send_reqwest(&pass, method, &target, body, timeout).await,
+        };
+        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status));
+        let reply = sent?;
+        self.inner.budget.answered();
+        if pass.holder_pool {
+            self.inner.budget.holder_used(true);
+        }
+        if reply.status == 429 && reply.text().to_ascii_lowercase().contains("too many concurrent connections") {
+            self.at_cap(); // newer agents answer 429 before closing a connection past the cap
+        }
+        Ok(reply)
+    }
+
+    /// An `http://` agent: on this crate's own connections.
+    async fn send_plain(
+        &self,
+        plain: &Plain,
+        pass: &Pass<'_>,
+        method: Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let pool = if pass.holder_pool { &plain.holder } else { &plain.shared };
+        let token = self.inner.token.as_ref().map(|Token(t)| t.as_str());
+        let out = http1::Outgoing {
+            method,
+            target,
+            token,
+            body,
+            close: pass.close,
+            max_bytes: MAX_RESPONSE_BYTES,
+            reuse_only: pass.reuse_only,
+        };
+        let addr = self.address();
+        match tokio::time::timeout(timeout, pool.send(out)).await {
+            Ok(Ok(a)) => Ok(Reply { status: a.status, index: a.index, body: a.body }),
+            Err(_) => Err(self.transport_failed(pass, Error::from_plain(addr, http1::Failure::TimedOut), false)),
+            Ok(Err(http1::Failure::TooLarge)) => {
+                Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")))
+            }
+            Ok(Err(f)) => {
+                // Past its cap the agent closes new connections; a kept one that breaks is
+                // something else (the agent restarting, say).
+                let closed = matches!(&f, http1::Failure::Http { error, fresh: true } if closed_by_agent(error));
+                Err(self.transport_failed(pass, Error::from_plain(addr, f), closed))
+            }
+        }
+    }
+
+    /// An `https://` agent or a unix socket: through reqwest.
+    async fn send_reqwest(
+        &self,
+        pass: &Pass<'_>,
+        method: Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let http = if pass.holder_pool { &self.inner.http_holder } else { &self.inner.http };
+        let mut req = http.request(method, format!("{}{target}", self.inner.base)).timeout(timeout);
         if let Some(Token(t)) = &self.inner.token {
             req = req.header("X-Consul-Token", t);
         }
         if let Some(b) = body {
             req = req.header("Content-Type", "application/json").body(b);
         }
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(%method, path, "consul request");
+        if pass.close {
+            req = req.header("Connection", "close");
+        }
         let addr = self.address();
-        let sent = req.send().await;
-        crate::metrics::request(path, sent.as_ref().ok().map(|r| r.status().as_u16()));
-        let mut resp = sent.map_err(|e| Error::from_reqwest(addr, e))?;
+        let failed = |e: reqwest::Error| {
+            // Before the first answer of an `https://` agent, a closed connection is more likely
+            // our certificate refused than the agent's connection cap.
+            let first_tls = self.inner.budget.probing();
+            let closed = !e.is_timeout() && !first_tls && closed_by_agent(&e);
+            self.transport_failed(pass, Error::from_reqwest(addr, e, first_tls), closed)
+        };
+        let mut resp = req.send().await.map_err(failed)?;
+        self.inner.budget.learned(resp.version());
         let status = resp.status().as_u16();
         let index =
             resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(addr, e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(Error::decode(addr, format!("answer larger than {MAX_RESPONSE_BYTES} bytes")));
             }
@@ -550,6 +807,84 @@ impl Client {
         }
         Ok(Reply { status, index, body })
     }
+
+    /// A request failed in transport (`error`): remember when the agent closed the connection
+    /// before answering (`closed`: its per-client connection cap, most likely), and say it once.
+    fn transport_failed(&self, pass: &Pass<'_>, error: Error, closed: bool) -> Error {
+        if pass.holder_pool {
+            self.inner.budget.holder_used(false);
+        }
+        if closed {
+            self.at_cap();
+        }
+        error
+    }
+
+    fn at_cap(&self) {
+        self.inner.budget.refused();
+        if self.inner.resets.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                address = %self.address(),
+                "{}",
+                crate::error::connection_cap_message(self.address())
+            );
+        }
+    }
+
+    /// How many requests failed because the agent closed or reset their connection before
+    /// answering — what an agent does past its cap of connections per client address
+    /// (`limits.http_max_conns_per_client`, 200 by default), shared by every process of a host.
+    /// Such failures are retried with backoff until the caller's deadline; the first one is
+    /// logged once as a warning.
+    pub fn connection_resets(&self) -> u64 {
+        self.inner.resets.load(Ordering::Relaxed)
+    }
+
+    /// Mark `key` as kept alive by this client (a waiter's queue entry) until the returned value
+    /// is dropped.
+    pub(crate) fn keep_local(&self, key: &str) -> LocalKey {
+        self.inner.local.keep(key)
+    }
+
+    /// A signal for `key` if this client keeps it alive now: its `changed()` fails once the key is
+    /// let go.
+    pub(crate) fn watch_local(&self, key: &str) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.inner.local.watch(key)
+    }
+
+    /// This client's budget of connections (see [`ClientBuilder::max_connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.inner.budget.max()
+    }
+}
+
+/// Whether the agent closed or reset the connection before answering (not a refused connect, not
+/// a timeout): io errors of those kinds anywhere in the chain, or hyper's "closed before message
+/// completed".
+fn closed_by_agent(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
+                return true;
+            }
+        }
+        let text = c.to_string();
+        if text.contains("connection closed before message completed") || text.contains("reset by peer") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The connections of an `http://` client.
+struct Plain {
+    /// Every request but the holder connection's.
+    shared: http1::Pool,
+    /// The holder connection (see `budget`).
+    holder: http1::Pool,
 }
 
 #[cfg(test)]

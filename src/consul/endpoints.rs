@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::consul::budget::Lane;
 use crate::consul::client::{Client, Reply};
 use crate::consul::key;
 use crate::consul::ops;
@@ -345,7 +346,9 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
 
 impl Client {
     pub(crate) async fn session_create(&self, spec: &SessionSpec) -> Result<String> {
-        let reply = self.call(Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
+        let lane = self.session_lane(false);
+        let reply =
+            self.call_in(lane, Method::PUT, "session/create", &[], Some(spec.body()), self.request_timeout()).await?;
         let reply = self.check(reply)?;
         let s: SessionId = self.decode(&reply.body)?;
         if s.id.is_empty() || s.id.len() > 128 {
@@ -354,8 +357,11 @@ impl Client {
         Ok(s.id)
     }
 
-    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration) -> Result<Renewed> {
-        let reply = self.call(Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
+    /// Renew a session (`holding`: it holds something now); on the lane of
+    /// [`Client::session_lane`].
+    pub(crate) async fn session_renew(&self, id: &str, timeout: Duration, holding: bool) -> Result<Renewed> {
+        let lane = self.session_lane(holding);
+        let reply = self.call_in(lane, Method::PUT, &format!("session/renew/{id}"), &[], None, timeout).await?;
         if reply.status == 404 {
             return Ok(Renewed::Gone);
         }
@@ -368,7 +374,8 @@ impl Client {
     }
 
     pub(crate) async fn session_destroy(&self, id: &str) -> Result<()> {
-        let reply = self.call(Method::PUT, &format!("session/destroy/{id}"), &[], None, self.request_timeout()).await?;
+        let path = format!("session/destroy/{id}");
+        let reply = self.call_in(Lane::Holder, Method::PUT, &path, &[], None, self.request_timeout()).await?;
         self.check(reply).map(|_| ())
     }
 
@@ -464,7 +471,12 @@ impl Client {
     /// Send one `/v1/txn` request. Permission errors — a 403, or "Permission denied" inside a 409 —
     /// are [`Error::PermissionDenied`]; other failures are mapped as for every request.
     pub(crate) async fn txn<T: serde::de::DeserializeOwned>(&self, body: Vec<u8>) -> Result<Txn<T>> {
-        let reply = self.call(Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
+        self.txn_in(Lane::Request, body).await
+    }
+
+    /// [`txn`](Self::txn) on `lane` ([`Lane::Holder`] for a holder's writes).
+    pub(crate) async fn txn_in<T: serde::de::DeserializeOwned>(&self, lane: Lane, body: Vec<u8>) -> Result<Txn<T>> {
+        let reply = self.call_in(lane, Method::PUT, "txn", &[], Some(body), self.request_timeout()).await?;
         match reply.status {
             200 => {
                 let r: TxnReply<T> = self.decode(&reply.body)?;
@@ -490,8 +502,19 @@ impl Client {
     /// [`multi_lock_txn_body`]), which returns the fencing token: the index of the transaction's
     /// write, which every `lock` result carries (a `check-index` guard returns the key as it was
     /// before, with an older index). Every key must carry it.
-    pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str]) -> Result<LockAttempt> {
-        match self.txn::<KvEntry>(body).await {
+    /// `turn`: a queued waiter's attempt in its turn, sent on the holder connection while that is
+    /// not open (see [`Client::holder_lane_if_cold`]).
+    pub(crate) async fn txn_lock(&self, body: Vec<u8>, keys: &[&str], turn: bool) -> Result<LockAttempt> {
+        let lane = if turn { self.holder_lane_if_cold() } else { Lane::Request };
+        let attempt = self.lock_attempt(lane, body, keys).await;
+        if lane == Lane::Turn && !matches!(attempt, Ok(LockAttempt::Acquired { .. })) {
+            self.holder_connection_unused();
+        }
+        attempt
+    }
+
+    async fn lock_attempt(&self, lane: Lane, body: Vec<u8>, keys: &[&str]) -> Result<LockAttempt> {
+        match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => {
                 let token = kvs.iter().map(|kv| kv.modify_index).max().filter(|i| *i > 0);
                 let every = |t: u64| keys.iter().all(|k| kvs.iter().any(|kv| kv.key == *k && kv.modify_index == t));
@@ -610,7 +633,7 @@ impl Client {
         let entries = also_delete.iter().map(|e| TxnOp::kv("delete", e, None, None));
         let lists = queues.iter().map(|q| TxnOp::kv("get-tree", q, None, None));
         let body = txn_body(&deletes.chain(entries).chain(lists).collect::<Vec<_>>());
-        match self.txn::<KvEntry>(body).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, body).await? {
             Txn::Committed(listed) => {
                 let waiting = listed.iter().any(|e| {
                     queues.iter().any(|q| e.key.starts_with(q.as_str()))
@@ -631,7 +654,7 @@ impl Client {
             TxnOp::kv("check-session", key, None, Some(session)),
             TxnOp::kv("set", key, Some(value), None).flags(flags),
         ];
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(kvs) => kvs
                 .last()
                 .map(|kv| Some(kv.modify_index))
@@ -644,7 +667,7 @@ impl Client {
     /// Send a guarded write built by [`guarded_txn_body`]: committed only while every checked key
     /// is still held by the session.
     pub(crate) async fn txn_guarded(&self, body: Vec<u8>) -> Result<Guarded> {
-        match self.txn::<serde::de::IgnoredAny>(body).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, body).await? {
             Txn::Committed(_) => Ok(Guarded::Written),
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(Guarded::NotOurs),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
@@ -674,7 +697,7 @@ impl Client {
         if let Some(queue) = queue {
             ops.push(TxnOp::kv("get-tree", queue, None, None));
         }
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(entries) => {
                 let waiting = queue.is_some_and(|q| {
                     entries.iter().any(|e| e.key.starts_with(q) && e.holder_session().is_some_and(|h| h != session))
@@ -741,7 +764,17 @@ impl Client {
         if let Some(entry) = w.dequeue {
             ops.push(TxnOp::kv("delete", entry, None, None));
         }
-        match self.txn::<KvEntry>(txn_body(&ops)).await {
+        // The admission opens the holder connection, as a lock's attempt does (see `txn_lock`).
+        let lane = self.holder_lane_if_cold();
+        let admitted = self.admission(lane, txn_body(&ops)).await;
+        if lane == Lane::Turn && !matches!(admitted, Ok(Admission::Admitted { .. })) {
+            self.holder_connection_unused();
+        }
+        admitted
+    }
+
+    async fn admission(&self, lane: Lane, body: Vec<u8>) -> Result<Admission> {
+        match self.txn_in::<KvEntry>(lane, body).await {
             Ok(Txn::Committed(kvs)) => kvs
                 .get(1)
                 .map(|kv| kv.modify_index)
@@ -769,7 +802,7 @@ impl Client {
             ops.push(TxnOp::kv("check-session", w.contender, None, Some(w.session)));
             ops.push(TxnOp::kv("delete", w.contender, None, None));
         }
-        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(_) => Ok(Left::Done),
             Txn::RolledBack(what) => match classify(&what) {
                 Said::NotOurs if delete_contender => Ok(Left::NotOurs),

@@ -3,6 +3,7 @@
 //! take, release and downgrade, a reader's release that lists the line, and the touch that wakes
 //! the writer waiting behind a batch of readers.
 
+use crate::consul::budget::Lane;
 use crate::consul::client::Client;
 use crate::consul::endpoints::{invalid_session, txn_body, Expect, LockAttempt, Released, Txn, TxnOp};
 use crate::consul::flags::{RWLOCK_FLAGS, RWLOCK_READ_FLAGS};
@@ -94,7 +95,7 @@ impl Client {
             TxnOp::kv("delete", place, None, None),
             TxnOp::kv("get-tree", queue, None, None),
         ];
-        match self.txn::<KvEntry>(txn_body(&ops)).await? {
+        match self.txn_in::<KvEntry>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(entries) => Ok(Some(entries)),
             Txn::RolledBack(what) if classify(&what) == Said::NotOurs => Ok(None),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
@@ -107,7 +108,7 @@ impl Client {
     pub(crate) async fn txn_rw_touch(&self, e: &KvEntry) -> Result<bool> {
         let value = e.raw_value().unwrap_or_default();
         let ops = [TxnOp::kv("cas", &e.key, Some(&value), None).flags(e.flags).index(e.modify_index)];
-        match self.txn::<serde::de::IgnoredAny>(txn_body(&ops)).await? {
+        match self.txn_in::<serde::de::IgnoredAny>(Lane::Holder, txn_body(&ops)).await? {
             Txn::Committed(_) => Ok(true),
             Txn::RolledBack(what) if matches!(classify(&what), Said::Stale | Said::NotOurs) => Ok(false),
             Txn::RolledBack(what) => Err(self.rolled_back(what)),
@@ -116,6 +117,6 @@ impl Client {
 
     /// Create the marker (see [`mark_body`]); the answer classified as a lock attempt's.
     pub(crate) async fn txn_rw_mark(&self, key: &str, marker: &[u8], session: &str) -> Result<LockAttempt> {
-        self.txn_lock(mark_body(key, marker, session), &[key]).await
+        self.txn_lock(mark_body(key, marker, session), &[key], false).await
     }
 }

@@ -84,6 +84,8 @@ pub(crate) struct Watch<T> {
     failing_since: Option<Instant>,
     /// The backoff owed after a returned error, slept at the start of the next call.
     pause_next: Option<Duration>,
+    /// A holder's watch (its key, its session): keeps its connection when the agent is saturated.
+    holder: bool,
 }
 
 impl Watch<Option<KvEntry>> {
@@ -122,7 +124,15 @@ impl<T> Watch<T> {
             report_after: None,
             failing_since: None,
             pause_next: None,
+            holder: false,
         }
+    }
+
+    /// A holder's watch: it keeps its connection open even while the agent refuses new ones (a
+    /// waiter's watch then closes its connection after each answer, to let other waiters in).
+    pub(crate) fn for_holder(mut self) -> Self {
+        self.holder = true;
+        self
     }
 
     /// Return a retryable error (instead of retrying until the deadline) once requests have failed
@@ -230,12 +240,16 @@ impl<T> Watch<T> {
     }
 
     async fn send(&self, wait: Duration) -> Result<Reply> {
+        // A connection first (the client's budget), then the wait: shorter when the connection is
+        // shared with holder writes or other waits queue for one.
+        let pass = self.client.admit_wait(self.holder).await;
+        let wait = wait.min(pass.wait_cap);
         let (mut query, timeout) = blocking_query(self.index, wait, self.client.request_timeout());
         if self.recurse {
             query.push(("recurse", String::new()));
         }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.client.call(Method::GET, &self.path, &query, None, timeout).await
+        self.client.send(pass, Method::GET, &self.path, &query, None, timeout).await
     }
 }
 

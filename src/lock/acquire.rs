@@ -83,6 +83,9 @@ struct Acquire {
     refused: bool,
     /// A read of the key after the deadline already found it free (one more try, then give up).
     inspected_late: bool,
+    /// The wait just ended on a sign that the key is ours to take (our predecessor left, or the key
+    /// was seen free): the next attempt most likely succeeds.
+    likely: bool,
     /// Our place is first in the queue: nobody can get ahead of it any more (later entries have
     /// later creation indexes), so the queue need not be listed again.
     head: bool,
@@ -109,6 +112,7 @@ impl Acquire {
             queued,
             refused: false,
             inspected_late: false,
+            likely: false,
             head: false,
         }
     }
@@ -128,14 +132,24 @@ impl Acquire {
         self.peek_before_one_shot().await?;
         loop {
             let s = self.core.live_session().await?;
-            let attempt = match self.queue_turn(&s).await? {
+            self.likely = false;
+            let refused = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
                 Queued::WaitKey => {
                     self.wait_for_change(&s).await?;
-                    self.attempt(&s).await?
+                    self.likely = true;
+                    None
                 }
-                Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
-                Queued::Go => self.attempt(&s).await?,
+                Queued::Refused => Some(LockAttempt::InvalidSession { status: 409, message: "invalid session".into() }),
+                Queued::Go => None,
+            };
+            let attempt = match refused {
+                Some(a) => a,
+                // A long wait at a crowded agent can outlast our session's lease (its renewals
+                // refused): a lock taken with it would be lost at once. Renew it first, or make a
+                // new one.
+                None if self.plan.shared.is_none() && !s.fresh_for_hold().await => continue,
+                None => self.attempt(&s).await?,
             };
             self.core.attempted();
             match attempt {
@@ -196,6 +210,7 @@ impl Acquire {
                 Ok(if refused { Queued::WaitKey } else { Queued::Go })
             }
             Some(Waited::PredecessorGone) => {
+                self.likely = true;
                 self.expect = Expect::Absent; // most likely released (deleted) just now
                 Ok(Queued::Go)
             }
@@ -206,20 +221,29 @@ impl Acquire {
         }
     }
 
-    /// One `lock` transaction: it returns the fencing token with the write.
+    /// One `lock` transaction: it returns the fencing token with the write. A queued waiter's
+    /// attempt in its turn goes on the client's holder connection while that is not open (opening
+    /// it): it most likely succeeds, and the hold's renewals and release then find that connection
+    /// open however crowded the agent is.
     async fn attempt(&self, s: &SessionCore) -> Step<LockAttempt> {
         let plan = &self.plan;
         let value = plan.value.clone().unwrap_or_else(|| HolderInfo::current(Some(&plan.spec.name)).to_json());
         let body = endpoints::lock_txn_body(&plan.key, &value, &s.id, self.expect);
         let keys = [plan.key.as_str()];
-        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys)).await?)
+        // An uncontended attempt opens it too (no extra request). Through a budget of 2 or less (a
+        // `consul-lock run`) every attempt does, and one that takes nothing closes it again: the
+        // waiting process keeps one connection, the holding one has its second from the moment
+        // it holds.
+        let turn = !self.queued || self.likely || plan.client.max_connections() <= 2;
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &keys, turn))
+            .await?)
     }
 
     fn held(&mut self, s: Arc<SessionCore>, token: u64) -> Arc<Hold> {
         tracing::debug!(session = %s.id, token, "acquired");
         let own = self.plan.shared.is_none();
         let hold = Hold::new(self.plan.key.clone(), s, own, token, self.core.claim.take(), self.plan.max_hold);
-        hold.set_queue_entry(self.place.take().map(queue::Place::disarm));
+        hold.set_kept_queue_entry(self.place.take().map(queue::Place::disarm_kept));
         hold
     }
 

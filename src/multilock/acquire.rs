@@ -153,7 +153,8 @@ impl Acquire {
         let keys: Vec<(&str, Expect)> = plan.keys.iter().map(String::as_str).zip(self.expect.iter().copied()).collect();
         let body = endpoints::multi_lock_txn_body(&keys, &value, &s.id);
         let names: Vec<&str> = plan.keys.iter().map(String::as_str).collect();
-        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &names)).await?)
+        Ok(crate::consul::retry::until(self.core.retry_until(), || plan.client.txn_lock(body.clone(), &names, false))
+            .await?)
     }
 
     fn taken(&mut self, session: Arc<SessionCore>, token: u64) -> Arc<MultiHold> {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::consul::client::Client;
 use crate::consul::endpoints::Released;
+use crate::consul::local::LocalKey;
 use crate::consul::retry;
 use crate::consul::watch::Watch;
 use crate::error::Result;
@@ -63,6 +64,9 @@ pub(crate) struct Hold {
     claim: Mutex<Option<Claim>>,
     /// Fair mode: our entry in the key's queue, deleted with the key at release.
     queue_entry: Mutex<Option<String>>,
+    /// Our queue entry, marked as kept alive in this process until it is deleted (the waiter behind
+    /// it in this process waits for that instead of a blocking query).
+    entry_kept: Mutex<Option<LocalKey>>,
     giveback: Mutex<Option<Arc<dyn Giveback>>>,
     runtime: Handle,
     metrics: metrics::HeldLock,
@@ -90,6 +94,7 @@ impl Hold {
         max_hold: Option<Duration>,
     ) -> Arc<Hold> {
         let metrics = metrics::HeldLock::start(session.client.metrics_key_label(), &key, &session.metrics);
+        session.holding(true);
         let hold = Arc::new(Hold {
             key,
             session,
@@ -101,6 +106,7 @@ impl Hold {
             tasks: Mutex::new(Vec::new()),
             claim: Mutex::new(claim),
             queue_entry: Mutex::new(None),
+            entry_kept: Mutex::new(None),
             giveback: Mutex::new(None),
             runtime: Handle::current(),
             metrics,
@@ -121,6 +127,13 @@ impl Hold {
     /// Fair mode: the queue entry this hold owns, deleted with the key at release.
     pub(crate) fn set_queue_entry(&self, entry: Option<String>) {
         *lock(&self.queue_entry) = entry;
+    }
+
+    /// The queue entry this hold owns, with its in-process mark (let go once it is deleted).
+    pub(crate) fn set_kept_queue_entry(&self, entry: Option<(String, Option<LocalKey>)>) {
+        let (entry, kept) = entry.unzip();
+        self.set_queue_entry(entry);
+        *lock(&self.entry_kept) = kept.flatten();
     }
 
     /// Release by `giveback` instead of the owner-checked delete.
@@ -208,10 +221,12 @@ impl Hold {
         let key = self.key.clone();
         let own = self.own_session;
         let entry = lock(&self.queue_entry).clone();
+        let kept = lock(&self.entry_kept).take();
         self.runtime.spawn(async move {
             if let Err(e) = delete_if_ours(&session.client, &key, &session.id, entry.as_deref()).await {
                 tracing::warn!(%key, error = %e, "cleanup of a lost lock failed; its session expires by its TTL");
             }
+            drop(kept);
             if own {
                 session.close();
             }
@@ -231,6 +246,7 @@ impl Hold {
         if self.finished.swap(true, Ordering::SeqCst) {
             return None;
         }
+        self.session.holding(false);
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
@@ -242,6 +258,7 @@ impl Hold {
             lost: self.is_lost(),
             claim: lock(&self.claim).take(),
             queue_entry: lock(&self.queue_entry).take(),
+            entry_kept: lock(&self.entry_kept).take(),
             giveback: lock(&self.giveback).take(),
         })
     }
@@ -281,6 +298,7 @@ struct ReleaseJob {
     lost: bool,
     claim: Option<Claim>,
     queue_entry: Option<String>,
+    entry_kept: Option<LocalKey>,
     giveback: Option<Arc<dyn Giveback>>,
 }
 
@@ -313,6 +331,7 @@ impl ReleaseJob {
             s.close();
         }
         drop(self.claim);
+        drop(self.entry_kept); // deleted now: the waiter behind it may look
         result
     }
 }
@@ -321,7 +340,7 @@ impl ReleaseJob {
 /// holds it (the session being destroyed deletes the key, so this sees that too).
 async fn watch_key(weak: Weak<Hold>) {
     let (mut watch, sid) = match weak.upgrade() {
-        Some(h) => (Watch::key(&h.session.client, &h.key).after(h.token), h.session.id.clone()),
+        Some(h) => (Watch::key(&h.session.client, &h.key).after(h.token).for_holder(), h.session.id.clone()),
         None => return,
     };
     loop {

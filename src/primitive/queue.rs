@@ -15,10 +15,13 @@
 //! keys (`jobs/1/…`, `jobs/10`) can hold megabytes. A waiter with nobody ahead of it that finds the key
 //! held (by a holder outside the queue) waits on the key itself, like a plain waiter.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::consul::client::Client;
 use crate::consul::endpoints::Enqueued;
+use crate::consul::local::LocalKey;
 use crate::consul::retry;
 use crate::consul::watch::Watch;
 use crate::error::Result;
@@ -109,6 +112,52 @@ pub(crate) async fn wait_while(
     }
 }
 
+/// How often a waiter behind a predecessor of its own process reads the predecessor's entry anyway:
+/// the signal covers every way this process lets an entry go, not an entry the agent deletes (a
+/// session invalidated there, an operator's delete).
+const LOCAL_RECHECK: Duration = Duration::from_secs(5);
+
+/// How a wait for a predecessor of this process ended.
+enum Local {
+    /// Its entry is gone.
+    Gone,
+    /// It let the entry go, but the entry is still there (its delete is under way): watch it.
+    StillThere,
+    OutOfTime,
+}
+
+/// Wait until this process lets `key` go (`signal`), reading the entry then, and every
+/// [`LOCAL_RECHECK`] (a little less or more, so that many waiters do not read at once).
+async fn wait_local(
+    client: &Client,
+    key: &str,
+    mut signal: tokio::sync::watch::Receiver<()>,
+    same: &impl Fn(Option<&KvEntry>) -> bool,
+    deadline: Option<Instant>,
+) -> Result<Local> {
+    let spread =
+        u64::from(std::process::id()) ^ key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let recheck = LOCAL_RECHECK + Duration::from_millis(spread % 1000);
+    loop {
+        let far = Instant::now() + recheck;
+        let wake = deadline.map_or(far, |d| d.min(far));
+        let let_go = tokio::select! {
+            r = signal.changed() => r.is_err(),
+            _ = tokio::time::sleep_until(wake) => false,
+        };
+        if !let_go && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Local::OutOfTime);
+        }
+        let Some(entry) = Watch::key(client, key).next(deadline).await? else { return Ok(Local::OutOfTime) };
+        if !same(entry.as_ref()) {
+            return Ok(Local::Gone);
+        }
+        if let_go {
+            return Ok(Local::StillThere);
+        }
+    }
+}
+
 /// Whether anyone but `sid` waits in the queue of `lock_key`, from a listing that holds it.
 pub(crate) fn others_waiting(lock_key: &str, sid: &str, entries: &[KvEntry]) -> bool {
     let prefix = prefix(lock_key);
@@ -143,6 +192,9 @@ pub(crate) struct Place {
     /// Listing from the enqueue transaction, used once instead of a fresh read.
     fresh: Option<Vec<KvEntry>>,
     armed: bool,
+    /// Our entry, marked as kept alive by this process while the place (or the hold it becomes)
+    /// lives.
+    kept: Option<LocalKey>,
 }
 
 impl Place {
@@ -183,6 +235,7 @@ impl Place {
                 sid: sid.to_owned(),
                 fresh: Some(entries),
                 armed: true,
+                kept: Some(client.keep_local(&mine)),
             })),
         }
     }
@@ -209,6 +262,7 @@ impl Place {
                         sid: sid.to_owned(),
                         fresh: Some(entries.clone()),
                         armed: true,
+                        kept: Some(client.keep_local(&format!("{}{sid}", prefix(k)))),
                     })
                     .collect(),
             )),
@@ -254,6 +308,15 @@ impl Place {
         let same = |e: Option<&KvEntry>| {
             e.is_some_and(|e| e.create_index == created && e.holder_session() == Some(wsession.as_str()))
         };
+        if let Some(signal) = self.client.watch_local(&wkey) {
+            // Our predecessor is a waiter (or holder) of this process: no blocking query until it
+            // lets its entry go.
+            match wait_local(&self.client, &wkey, signal, &same, deadline).await? {
+                Local::Gone => return Ok(Some(Waited::PredecessorGone)),
+                Local::OutOfTime => return Ok(None),
+                Local::StillThere => {}
+            }
+        }
         Ok(wait_while(&self.client, &wkey, index, same, deadline).await?.map(|_| Waited::PredecessorGone))
     }
 
@@ -261,6 +324,13 @@ impl Place {
     pub(crate) fn disarm(mut self) -> String {
         self.armed = false;
         self.entry_key()
+    }
+
+    /// [`disarm`](Self::disarm), keeping the entry's in-process mark for the hold, which lets it
+    /// go once its release has deleted the entry.
+    pub(crate) fn disarm_kept(mut self) -> (String, Option<LocalKey>) {
+        let kept = self.kept.take();
+        (self.disarm(), kept)
     }
 }
 

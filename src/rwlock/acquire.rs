@@ -226,7 +226,7 @@ impl Acquire {
                     _ => Expect::Absent,
                 };
                 let (body, keys) = (take_body(&key, &self.value, &s.id, expect), [key.as_str()]);
-                retry::until(self.core.retry_until(), || client.txn_lock(body.clone(), &keys)).await?
+                retry::until(self.core.retry_until(), || client.txn_lock(body.clone(), &keys, true)).await?
             }
         };
         self.core.attempted();

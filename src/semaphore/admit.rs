@@ -120,6 +120,10 @@ impl Admit {
                     continue;
                 }
             }
+            // A lease spent while waiting at a crowded agent: renewed first, or a new session.
+            if self.plan.shared.is_none() && !s.fresh_for_hold().await {
+                continue;
+            }
             self.core.attempted();
             match self.attempt(&s, &view).await? {
                 Admission::Admitted { token } => return Ok(self.admitted(s, token, &view)),

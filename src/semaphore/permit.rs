@@ -63,6 +63,7 @@ impl Permit {
         slots: Slots,
         claim: Option<Claim>,
     ) -> Arc<Permit> {
+        session.holding(true);
         Arc::new(Permit {
             contender: layout.contender(&session.id),
             layout,
@@ -138,6 +139,7 @@ impl Permit {
         if self.finished.swap(true, Ordering::SeqCst) {
             return None;
         }
+        self.session.holding(false);
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }

@@ -7,7 +7,7 @@
 //! (renewal stopped, destroyed in the background) as soon as its last user is gone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -96,10 +96,16 @@ pub(crate) struct SessionCore {
     closed: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
     watch_started: AtomicBool,
+    /// Wakes the renewal task early: a hold began on a session whose lease is more than half spent
+    /// (its renewals failed while it waited at a crowded agent).
+    renew_now: Arc<tokio::sync::Notify>,
     /// (key → in-process claim), so that two locks on one shared session never both "hold" a key.
     claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     runtime: Handle,
     pub(crate) metrics: metrics::SessionLocks,
+    /// How many locks and permits this session holds now: its renewals are holder writes (on the
+    /// client's holder connection) while it holds any, a waiter's otherwise.
+    held: AtomicUsize,
 }
 
 impl std::fmt::Debug for SessionCore {
@@ -124,13 +130,38 @@ impl SessionCore {
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             watch_started: AtomicBool::new(false),
+            renew_now: Arc::new(tokio::sync::Notify::new()),
             claims: Mutex::new(HashMap::new()),
             runtime: Handle::current(),
             metrics: metrics::SessionLocks::default(),
+            held: AtomicUsize::new(0),
         });
         let renew = tokio::spawn(renew_loop(Arc::downgrade(&core)));
         core.add_task(renew.abort_handle());
         Ok(core)
+    }
+
+    /// A hold on this session begins (`true`) or ends (`false`). Through a budget of 2 or less,
+    /// a hold opens the client's holder connection if it is not open (larger budgets open it with
+    /// the lock attempt), before the first renewal needs it.
+    pub(crate) fn holding(&self, yes: bool) {
+        self.client.note_holding(yes);
+        if yes {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            if self.client.max_connections() <= 2 {
+                self.client.warm_holder_connection(&self.runtime);
+            }
+            if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
+                self.renew_now.notify_one();
+            }
+        } else {
+            let _ = self.held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether this session holds a lock or a permit now.
+    pub(crate) fn is_holding(&self) -> bool {
+        self.held.load(Ordering::SeqCst) > 0
     }
 
     fn add_task(&self, task: AbortHandle) {
@@ -284,46 +315,86 @@ async fn renew_loop(weak: Weak<SessionCore>) {
         let Some(s) = weak.upgrade() else { return };
         renew_period(s.ttl())
     };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
-        tokio::time::sleep(next).await;
-        let Some(s) = weak.upgrade() else { return };
-        let now = Instant::now();
-        let lost_at = s.lost_at();
-        if now >= lost_at {
-            s.mark_lost(Loss::Deadline, "no successful renewal within the TTL");
-            return;
+        // The notifier only, never the session: this task must not keep the session alive.
+        let early = match weak.upgrade() {
+            Some(s) => s.renew_now.clone(),
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = early.notified() => {}
         }
-        let timeout = (lost_at - now).min(s.client.request_timeout());
-        let result = s.client.session_renew(&s.id, timeout).await;
-        metrics::renewal(&result);
-        match result {
-            Ok(Renewed::Ok { ttl }) => {
-                s.renewed(now, ttl);
-                backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let Some(s) = weak.upgrade() else { return };
+        match s.renew().await {
+            Renewal::Renewed => {
+                backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
                 next = renew_period(s.ttl());
             }
-            Ok(Renewed::Gone) => {
-                s.mark_lost(Loss::Renew404, "renew answered 404: the session no longer exists");
-                return;
-            }
-            Err(e) if e.is_retryable() => {
+            Renewal::Failed(e) => {
                 let left = s.lost_at().saturating_duration_since(Instant::now());
                 tracing::warn!(session = %s.id, error = %e, ?left, "session renewal failed; retrying");
                 next = backoff.next_delay().min(left);
             }
+            Renewal::Ended => return,
+        }
+    }
+}
+
+/// What one renewal did.
+enum Renewal {
+    Renewed,
+    /// A retryable failure: the lease runs on until its deadline.
+    Failed(Error),
+    /// The session is over (marked lost).
+    Ended,
+}
+
+impl SessionCore {
+    /// Renew once now.
+    async fn renew(&self) -> Renewal {
+        let now = Instant::now();
+        let lost_at = self.lost_at();
+        if now >= lost_at {
+            self.mark_lost(Loss::Deadline, "no successful renewal within the TTL");
+            return Renewal::Ended;
+        }
+        let timeout = (lost_at - now).min(self.client.request_timeout());
+        let result = self.client.session_renew(&self.id, timeout, self.is_holding()).await;
+        metrics::renewal(&result);
+        match result {
+            Ok(Renewed::Ok { ttl }) => {
+                self.renewed(now, ttl);
+                Renewal::Renewed
+            }
+            Ok(Renewed::Gone) => {
+                self.mark_lost(Loss::Renew404, "renew answered 404: the session no longer exists");
+                Renewal::Ended
+            }
+            Err(e) if e.is_retryable() => Renewal::Failed(e),
             Err(e) => {
-                s.mark_lost(Loss::RenewRefused, &format!("renewal refused: {e}"));
-                return;
+                self.mark_lost(Loss::RenewRefused, &format!("renewal refused: {e}"));
+                Renewal::Ended
             }
         }
+    }
+
+    /// Whether this session has lease enough to start a hold on: one more than half spent (its
+    /// renewals refused while it waited at a crowded agent) is renewed first. `false` when it is
+    /// lost (then a new session is made for the attempt).
+    pub(crate) async fn fresh_for_hold(&self) -> bool {
+        if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
+            let _ = self.renew().await;
+        }
+        !self.is_lost()
     }
 }
 
 /// One blocking query on `/v1/session/info/<id>` for the whole session (the watch layer's rules).
 async fn watch_loop(weak: Weak<SessionCore>) {
     let mut watch = match weak.upgrade() {
-        Some(s) => Watch::session(&s.client, &s.id),
+        Some(s) => Watch::session(&s.client, &s.id).for_holder(),
         None => return,
     };
     loop {

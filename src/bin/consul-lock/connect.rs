@@ -5,7 +5,10 @@ use consul_lock::{Client, ClientBuilder};
 use crate::cli::ConnArgs;
 use crate::exit::Failure;
 
-/// Build the client from the environment, overridden by the flags given.
+/// Build the client from the environment, overridden by the flags given. A budget of two
+/// connections: the agent's cap of connections per client address is shared by every process of
+/// the host. A waiting `consul-lock run` uses one (its renewals carried between its blocking
+/// queries, closed after each); a holder adds the kept connection of its renewals and release.
 pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     let invalid = |e: consul_lock::Error| {
         Failure::from_lib(code, &e, args.http_addr.as_deref().unwrap_or("the configured address"))
@@ -30,5 +33,5 @@ pub(crate) fn client(args: &ConnArgs, code: i32) -> Result<Client, Failure> {
     if let Some(dc) = &args.datacenter {
         b = b.datacenter(dc.clone());
     }
-    b.build().map_err(invalid)
+    b.max_connections(2).build().map_err(invalid)
 }

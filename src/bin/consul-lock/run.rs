@@ -28,7 +28,9 @@ pub(crate) async fn run(client: Client, args: RunArgs) -> Result<i32, Failure> {
     let first = take(&client, &args, Duration::ZERO).await;
     let guard = match first {
         Ok(g) => g,
-        Err(Error::NotAcquired { .. }) if !timeout.is_zero() => {
+        // Not acquired, or the agent closed our new connection (at its cap of connections per
+        // client address): both are waited through until the deadline.
+        Err(e) if !timeout.is_zero() && (e.is_not_acquired() || saturated(&client, &e)) => {
             match wait(&client, &args, take(&client, &args, timeout), &mut signals).await? {
                 Ok(g) => g,
                 Err(code) => return Ok(code),
@@ -165,6 +167,26 @@ fn conflict_or_failure(args: &RunArgs, timeout: Duration, e: Error) -> Result<i3
     Ok(i32::from(args.conflict_exit_code))
 }
 
+/// The agent closed our connection before answering: most likely its per-client connection cap.
+fn saturated(client: &Client, e: &Error) -> bool {
+    matches!(e, Error::Transport(_)) && client.connection_resets() > 0
+}
+
+/// Say once why waiting is slow: the agent refuses new connections.
+fn say_cap_once(client: &Client, said: &mut bool, quiet: bool) {
+    if !*said && client.connection_resets() > 0 {
+        *said = true;
+        if !quiet {
+            say_err!(
+                "consul-lock: Consul at {} closes new connections: the agent limits HTTP connections per client \
+                 address (limits.http_max_conns_per_client, 200 by default), shared by every process of this \
+                 host; still waiting",
+                client.address()
+            );
+        }
+    }
+}
+
 fn address_of(e: &Error) -> String {
     match e {
         Error::Transport(t) => t.address().to_owned(),
@@ -184,10 +206,18 @@ async fn wait(
     let (mut seen, poller) = progress::poll_holder(client.clone(), args.key.clone(), args.limit);
     let mut hold = Box::pin(take);
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut cap_check = tokio::time::interval(Duration::from_millis(250));
+    let mut said_cap = false;
     let waited = loop {
         tokio::select! {
             r = &mut hold => break Waited::Done(r),
             _ = ticker.tick(), if progress.is_tty() => progress.tick(),
+            _ = cap_check.tick(), if !said_cap => {
+                if client.connection_resets() > 0 {
+                    progress.clear();
+                    say_cap_once(client, &mut said_cap, args.quiet);
+                }
+            }
             Ok(()) = seen.changed() => {
                 let s = seen.borrow_and_update().clone();
                 progress.update(s);
