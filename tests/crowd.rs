@@ -142,8 +142,10 @@ impl Kept {
 }
 
 /// 60 tasks of the holder's own process wait through one `Client` (budget 32, more than the
-/// agent's cap of 20): both held locks — the crowded one and one nobody else wants — stay held for
-/// 3 × TTL, the crowd saturates the agent (connections reset), and every waiter gets its turn.
+/// agent's cap of 20): 10 on the holder's crowded key and 50 on keys of their own (held by another
+/// client, so that each needs a blocking query: same-key waiters share one). Both held locks — the
+/// crowded one and one nobody else wants — stay held for 3 × TTL, the crowd saturates the agent
+/// (connections reset), and every waiter gets its turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_keeps_its_locks_while_its_own_process_crowds_the_agent() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -152,9 +154,15 @@ async fn a_holder_keeps_its_locks_while_its_own_process_crowds_the_agent() {
     let client = dev.client();
     let held = lock(&client, "crowd/held", Duration::ZERO).hold().await.unwrap();
     let alone = lock(&client, "crowd/alone", Duration::ZERO).hold().await.unwrap();
+    let blocker = consul_lock::Session::new(self::client(&dev, 1), Duration::from_secs(60)).await.unwrap();
+    let mut blocked = Vec::new();
+    for i in 0..50 {
+        blocked.push(blocker.lock(format!("crowd/own/{i}")).acquire_timeout(Duration::ZERO).hold().await.unwrap());
+    }
     let mut waiters = tokio::task::JoinSet::new();
-    for _ in 0..60 {
-        let l = lock(&client, "crowd/held", Duration::from_secs(150));
+    for i in 0..60 {
+        let key = if i < 10 { "crowd/held".to_owned() } else { format!("crowd/own/{}", i - 10) };
+        let l = lock(&client, &key, Duration::from_secs(150));
         waiters.spawn(async move {
             let g = l.hold().await.map_err(|e| format!("acquire: {e}"))?;
             g.release().await.map_err(|e| format!("release: {e}"))
@@ -169,6 +177,9 @@ async fn a_holder_keeps_its_locks_while_its_own_process_crowds_the_agent() {
     assert!(held.is_held() && alone.is_held());
     held.release().await.unwrap();
     alone.release().await.unwrap();
+    for g in blocked {
+        g.release().await.unwrap();
+    }
     let mut acquired = 0;
     while let Some(r) = waiters.join_next().await {
         r.unwrap().unwrap_or_else(|e| panic!("a waiter failed: {e}"));
@@ -296,8 +307,9 @@ async fn a_client_never_has_more_connections_than_its_budget() {
     assert!(most <= 4, "{most} connections for a budget of 4");
 }
 
-/// Under a crowd that saturates the agent (40 waiters through a budget of 32, cap 20): never two
-/// holders at once, and turns in the order the waiters queued (their queue entries' CreateIndex).
+/// Under a crowd that saturates the agent (40 waiters through a budget of 32, at a cap of 20 of
+/// which 17 idle sockets already take most): never two holders at once, and turns in the order the
+/// waiters queued (their queue entries' CreateIndex).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusion_and_order_hold_under_the_crowd() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
@@ -306,6 +318,8 @@ async fn exclusion_and_order_hold_under_the_crowd() {
     let client = dev.client();
     let held = lock(&client, "crowd/fifo", Duration::ZERO).hold().await.unwrap();
     let mut kept = Kept::open(&dev);
+    // The waiters of one key share one watch: other connections fill most of the cap instead.
+    let fill: Vec<TcpStream> = (0..17).map(|_| TcpStream::connect(dev.http_addr()).unwrap()).collect();
     let inside = Arc::new(AtomicUsize::new(0));
     let turns = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = tokio::task::JoinSet::new();
@@ -348,6 +362,8 @@ async fn exclusion_and_order_hold_under_the_crowd() {
     let served: Vec<&str> = turns.iter().map(|(_, s)| s.as_str()).collect();
     let queued: Vec<&str> = line.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(served, queued, "turns were not first come, first served");
+    assert!(client.connection_resets() > 0, "the agent was not saturated: the test proves nothing");
+    drop(fill);
 }
 
 /// 200 tasks of one process wait on one held key through a budget of 8: only the head of the line
@@ -410,4 +426,49 @@ async fn same_key_waiters_of_one_process_share_one_watch() {
     let sorted: Vec<usize> = (0..WAITERS).collect();
     assert_eq!(order, sorted, "turns were not first come, first served");
     eprintln!("{WAITERS} handoffs in {took:?}; {sent} requests in 2 s of waiting; at most {most} connections");
+}
+
+/// The same, with the 200 waiters arriving at once (their queue entries written concurrently): each
+/// one's predecessor is marked in-process before its entry exists, so no waiter falls back to a
+/// blocking query of its own; every handoff stays in-process and all 200 get the key well within
+/// their 60 s (a fallback per waiter would take minutes through a budget of 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_waiters_arriving_at_once_share_one_watch() {
+    const WAITERS: usize = 200;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dev = ConsulDev::start().unwrap_or_else(|e| panic!("cannot start a Consul dev agent: {e}"));
+    let port = sockets::port_of(dev.http_addr());
+    let client = client(&dev, 8);
+    let held = lock(&client, "shared/all", Duration::ZERO).hold().await.unwrap();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS {
+        let l = lock(&client, "shared/all", Duration::from_secs(60));
+        let inside = inside.clone();
+        waiters.spawn(async move {
+            let g = l.hold().await?;
+            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            inside.fetch_sub(1, Ordering::SeqCst);
+            g.release().await
+        });
+    }
+    let mut kept = Kept::open(&dev);
+    for _ in 0..300 {
+        let queued = kept.get("/v1/kv/shared/all/.consul-lock-queue/?keys").map_or(0, |v| v.as_array().unwrap().len());
+        if queued == WAITERS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut most = 0;
+    held.release().await.unwrap();
+    while !waiters.is_empty() {
+        most = most.max(sockets::of_process(std::process::id(), port));
+        if let Some(r) = waiters.try_join_next() {
+            r.unwrap().unwrap_or_else(|e| panic!("a waiter failed: {e}"));
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(most <= 8, "{most} connections for a budget of 8");
 }

@@ -847,8 +847,8 @@ impl Client {
     }
 
     /// A signal for `key` if this client keeps it alive now: its `changed()` fails once the key is
-    /// let go.
-    pub(crate) fn watch_local(&self, key: &str) -> Option<tokio::sync::watch::Receiver<()>> {
+    /// let go, or sees `true` once a committed write of ours deleted it.
+    pub(crate) fn watch_local(&self, key: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
         self.inner.local.watch(key)
     }
 

@@ -20,15 +20,25 @@ pub(crate) struct LocalKeys {
     live: Arc<Mutex<Live>>,
 }
 
-type Live = HashMap<String, watch::Receiver<()>>;
+type Live = HashMap<String, watch::Receiver<bool>>;
 
 /// A key this process keeps alive; dropping it lets the key go (and wakes those waiting for it).
+/// Waiters read the key then, unless it was let go by [`LocalKey::deleted`].
 pub(crate) struct LocalKey {
-    // Only dropped: that closes the channel, which is the signal.
-    _tx: watch::Sender<()>,
-    rx: watch::Receiver<()>,
+    /// Dropping it closes the channel: the key is let go. Sending `true` first says more: the key
+    /// is deleted (by a write of ours that Consul committed).
+    tx: watch::Sender<bool>,
+    rx: watch::Receiver<bool>,
     key: String,
     live: Arc<Mutex<Live>>,
+}
+
+impl LocalKey {
+    /// Let the key go, saying it is deleted: a write of ours that deleted it was committed, so
+    /// those waiting for it need not read it.
+    pub(crate) fn deleted(self) {
+        self.tx.send_replace(true);
+    }
 }
 
 impl Drop for LocalKey {
@@ -43,14 +53,14 @@ impl Drop for LocalKey {
 impl LocalKeys {
     /// Mark `key` as kept alive by the returned value.
     pub(crate) fn keep(&self, key: &str) -> LocalKey {
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(false);
         lock(&self.live).insert(key.to_owned(), rx.clone());
-        LocalKey { _tx: tx, rx, key: key.to_owned(), live: self.live.clone() }
+        LocalKey { tx, rx, key: key.to_owned(), live: self.live.clone() }
     }
 
     /// A signal for `key`, if this process keeps it alive now: its `changed()` fails once the key
     /// is let go.
-    pub(crate) fn watch(&self, key: &str) -> Option<watch::Receiver<()>> {
+    pub(crate) fn watch(&self, key: &str) -> Option<watch::Receiver<bool>> {
         let mut live = lock(&self.live);
         let rx = live.get(key)?.clone();
         if rx.has_changed().is_err() {
@@ -80,6 +90,10 @@ mod tests {
         tokio::task::yield_now().await;
         drop(kept);
         assert!(waiter.await.unwrap(), "the signal fails once the key is let go");
+        let kept = keys.keep("q/a");
+        let mut rx = keys.watch("q/a").expect("kept again");
+        kept.deleted();
+        assert!(rx.changed().await.is_ok() && *rx.borrow(), "a deleted key says so");
         assert!(keys.watch("q/a").is_none(), "a key let go is no longer watched");
     }
 

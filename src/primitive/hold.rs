@@ -306,6 +306,8 @@ impl ReleaseJob {
     #[tracing::instrument(level = "debug", skip_all, fields(key = %self.key, session = %self.session.id))]
     async fn run(self) -> Result<()> {
         let s = &self.session;
+        // Whether a committed write of ours deleted the queue entry (if any).
+        let mut deleted = false;
         let result = if self.lost {
             // Cleanup was started when the loss was seen; never touch a key that may be someone else's.
             Ok(())
@@ -314,12 +316,16 @@ impl ReleaseJob {
         } else if self.own_session && s.lock_delay.is_zero() {
             // Behavior "delete": destroying our own session deletes exactly the keys it holds, in one
             // write. Safe only with a zero lock-delay, which the destroy would otherwise impose.
+            deleted = true;
             s.destroy_now(Instant::now() + s.client.request_timeout()).await
         } else {
             // In fair mode our queue entry goes in the same write.
             let entry = self.queue_entry.as_deref();
             match release_key(&s.client, &self.key, &s.id, entry).await {
-                Ok(Released::Deleted { .. }) => Ok(()),
+                Ok(Released::Deleted { .. }) => {
+                    deleted = true;
+                    Ok(())
+                }
                 Ok(Released::NotOurs) => {
                     tracing::warn!("the key was no longer ours at release: the lock had been lost");
                     Ok(())
@@ -331,7 +337,11 @@ impl ReleaseJob {
             s.close();
         }
         drop(self.claim);
-        drop(self.entry_kept); // deleted now: the waiter behind it may look
+        // The waiter behind our entry (in this process) may go: at once if our write deleted it.
+        match (self.entry_kept, &result) {
+            (Some(kept), Ok(())) if deleted => kept.deleted(),
+            (kept, _) => drop(kept),
+        }
         result
     }
 }

@@ -131,7 +131,7 @@ enum Local {
 async fn wait_local(
     client: &Client,
     key: &str,
-    mut signal: tokio::sync::watch::Receiver<()>,
+    mut signal: tokio::sync::watch::Receiver<bool>,
     same: &impl Fn(Option<&KvEntry>) -> bool,
     deadline: Option<Instant>,
 ) -> Result<Local> {
@@ -142,7 +142,12 @@ async fn wait_local(
         let far = Instant::now() + recheck;
         let wake = deadline.map_or(far, |d| d.min(far));
         let let_go = tokio::select! {
-            r = signal.changed() => r.is_err(),
+            r = signal.changed() => {
+                if r.is_ok() && *signal.borrow() {
+                    return Ok(Local::Gone); // deleted by a committed write of ours: no read needed
+                }
+                true
+            }
             _ = tokio::time::sleep_until(wake) => false,
         };
         if !let_go && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -227,6 +232,9 @@ impl Place {
     ) -> Result<Option<Place>> {
         let (queue, mine) = (prefix(lock_key), format!("{}{sid}", prefix(lock_key)));
         let mark = mark.map(|m| (m.flags, m.value));
+        // Marked before it exists: a waiter of this client that lists the queue right after our
+        // write must find the mark, or it would watch our entry with a blocking query.
+        let kept = client.keep_local(&mine);
         match retry::until(deadline, || client.txn_enqueue(&mine, sid, &queue, mark)).await? {
             Enqueued::InvalidSession => Ok(None),
             Enqueued::Listed(entries) => Ok(Some(Place {
@@ -235,7 +243,7 @@ impl Place {
                 sid: sid.to_owned(),
                 fresh: Some(entries),
                 armed: true,
-                kept: Some(client.keep_local(&mine)),
+                kept: Some(kept),
             })),
         }
     }
@@ -251,6 +259,7 @@ impl Place {
     ) -> Result<Option<Vec<Place>>> {
         let queues: Vec<String> = lock_keys.iter().map(|k| prefix(k)).collect();
         let mine: Vec<String> = queues.iter().map(|q| format!("{q}{sid}")).collect();
+        let mut kept: Vec<LocalKey> = mine.iter().map(|m| client.keep_local(m)).collect();
         match retry::until(deadline, || client.txn_enqueue_all(&mine, sid, &queues)).await? {
             Enqueued::InvalidSession => Ok(None),
             Enqueued::Listed(entries) => Ok(Some(
@@ -262,7 +271,7 @@ impl Place {
                         sid: sid.to_owned(),
                         fresh: Some(entries.clone()),
                         armed: true,
-                        kept: Some(client.keep_local(&format!("{}{sid}", prefix(k)))),
+                        kept: (!kept.is_empty()).then(|| kept.remove(0)),
                     })
                     .collect(),
             )),
