@@ -72,7 +72,8 @@ impl LockGuard {
     }
 
     /// Release the lock: delete the key only if our session still holds it, then destroy the
-    /// session (in the background). Releasing a lost lock cleans up and returns `Ok(())`; it never
+    /// session (in the background). Releasing a lost lock returns `Ok(())` at once: its cleanup (the
+    /// same owner-checked delete) started in the background when the loss was seen, and it never
     /// touches a key another session holds.
     ///
     /// # Errors

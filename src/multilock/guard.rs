@@ -315,7 +315,8 @@ impl MultiLockGuard {
 
     /// Release every key in one transaction — each deleted only if it still carries our token — with
     /// our queue entries, then destroy an own session (in the background). Releasing a lost set
-    /// cleans up and returns `Ok(())`; it never touches a key another session holds.
+    /// returns `Ok(())` at once: its cleanup started in the background when the loss was seen, and
+    /// it never touches a key another session holds.
     ///
     /// # Errors
     /// Transport or Consul errors after retrying for the client's request timeout (an own session is

@@ -356,7 +356,8 @@ impl SemaphorePermit {
 
     /// Give the slot back: leave `Holders` by check-and-set and delete our contender key (only if
     /// our session still holds it) — one write when nobody else wrote meanwhile — then destroy an
-    /// own session in the background. Releasing a lost permit cleans up and returns `Ok(())`.
+    /// own session in the background. Releasing a lost permit returns `Ok(())` at once: its cleanup
+    /// started in the background when the loss was seen.
     ///
     /// # Errors
     /// Transport or Consul errors after retrying for the client's request timeout (the session is
