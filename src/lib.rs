@@ -86,11 +86,11 @@
 //! # How the crate is built
 //! The source tree is the architecture: a folder per layer and per primitive, imports running one
 //! way, downwards. `consul/` speaks Consul's HTTP API (client, its connection budget and own
-//! HTTP/1.1 connections, endpoints, the one blocking-query loop, retry, key and flag rules); `session/` owns sessions and their renewal, and the public
-//! [`Session`]; `primitive/` is what every primitive is built of (the one settings type every
-//! builder uses, the shared acquire procedure, the wait queue, a held key, guarded writes); `lock/`,
-//! `semaphore/`, `rwlock/`, `election/` and `multilock/` are the primitives; `blocking/` mirrors
-//! them all. The README's "Layout" lists every file.
+//! HTTP/1.1 connections, endpoints, the one blocking-query loop, retry, key and flag rules);
+//! `session/` owns sessions and their renewal, and the public [`Session`]; `primitive/` is what
+//! every primitive is built of (the one settings type every builder uses, the shared acquire
+//! procedure, the wait queue, a held key, guarded writes); `lock/`, `semaphore/`, `rwlock/`,
+//! `election/` and `multilock/` are the primitives; `blocking/` mirrors them all. The README's "Layout" lists every file.
 //!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later

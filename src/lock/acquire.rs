@@ -133,23 +133,22 @@ impl Acquire {
         loop {
             let s = self.core.live_session().await?;
             self.likely = false;
-            let refused = match self.queue_turn(&s).await? {
+            let attempt = match self.queue_turn(&s).await? {
                 Queued::Requeue => continue,
-                Queued::WaitKey => {
-                    self.wait_for_change(&s).await?;
-                    self.likely = true;
-                    None
+                Queued::Refused => LockAttempt::InvalidSession { status: 409, message: "invalid session".into() },
+                turn => {
+                    if matches!(turn, Queued::WaitKey) {
+                        self.wait_for_change(&s).await?;
+                        self.likely = true;
+                    }
+                    // A long wait at a crowded agent can outlast our session's lease (its renewals
+                    // refused): a lock taken with it would be lost at once. Renew it first, or make
+                    // a new one.
+                    if !self.core.ready_to_attempt(&s).await {
+                        continue;
+                    }
+                    self.attempt(&s).await?
                 }
-                Queued::Refused => Some(LockAttempt::InvalidSession { status: 409, message: "invalid session".into() }),
-                Queued::Go => None,
-            };
-            let attempt = match refused {
-                Some(a) => a,
-                // A long wait at a crowded agent can outlast our session's lease (its renewals
-                // refused): a lock taken with it would be lost at once. Renew it first, or make a
-                // new one.
-                None if self.plan.shared.is_none() && !s.fresh_for_hold().await => continue,
-                None => self.attempt(&s).await?,
             };
             self.core.attempted();
             match attempt {

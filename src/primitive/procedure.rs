@@ -150,6 +150,14 @@ impl<T> Procedure<T> {
         Ok(created)
     }
 
+    /// Whether `s`, from [`live_session`](Self::live_session), has lease enough for an attempt: an
+    /// own session whose lease is more than half spent (its renewals refused while it waited at a
+    /// crowded agent) is renewed first, and `false` means it turned out lost (the next
+    /// `live_session` makes a new one). A shared session's lease is its owner's business.
+    pub(crate) async fn ready_to_attempt(&self, s: &SessionCore) -> bool {
+        self.shared.is_some() || s.fresh_for_hold().await
+    }
+
     /// Consul refused our session. A shared one is lost; an own one is replaced (paced), unless
     /// Consul keeps refusing brand-new sessions. `what` names what we tried to take, for the error.
     pub(crate) async fn after_invalid_session(

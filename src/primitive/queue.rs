@@ -259,19 +259,20 @@ impl Place {
     ) -> Result<Option<Vec<Place>>> {
         let queues: Vec<String> = lock_keys.iter().map(|k| prefix(k)).collect();
         let mine: Vec<String> = queues.iter().map(|q| format!("{q}{sid}")).collect();
-        let mut kept: Vec<LocalKey> = mine.iter().map(|m| client.keep_local(m)).collect();
+        let kept: Vec<LocalKey> = mine.iter().map(|m| client.keep_local(m)).collect();
         match retry::until(deadline, || client.txn_enqueue_all(&mine, sid, &queues)).await? {
             Enqueued::InvalidSession => Ok(None),
             Enqueued::Listed(entries) => Ok(Some(
                 lock_keys
                     .iter()
-                    .map(|k| Place {
+                    .zip(kept)
+                    .map(|(k, kept)| Place {
                         client: client.clone(),
                         lock_key: k.clone(),
                         sid: sid.to_owned(),
                         fresh: Some(entries.clone()),
                         armed: true,
-                        kept: (!kept.is_empty()).then(|| kept.remove(0)),
+                        kept: Some(kept),
                     })
                     .collect(),
             )),

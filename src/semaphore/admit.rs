@@ -121,7 +121,7 @@ impl Admit {
                 }
             }
             // A lease spent while waiting at a crowded agent: renewed first, or a new session.
-            if self.plan.shared.is_none() && !s.fresh_for_hold().await {
+            if !self.core.ready_to_attempt(&s).await {
                 continue;
             }
             self.core.attempted();
