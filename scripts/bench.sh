@@ -193,8 +193,9 @@ repeats() {
   } | tee "$out/rust-repeats.md"
 }
 
-# before_after PART...: with BENCH_BASELINE, each part in BENCH_PASSES passes, ours then the
-# baseline's bench then ours again (the order flips each pass), on this one agent; then exit.
+# before_after PART...: with BENCH_BASELINE, each part in BENCH_PASSES passes, each pass running
+# ours and the baseline's bench one after the other (who goes first flips each pass), on this one
+# agent; then exit.
 before_after() {
   local part pass who order
   for part in "$@"; do
