@@ -329,6 +329,11 @@ impl Budget {
         self.holder_own.load(Ordering::SeqCst) && !self.holder_warm.load(Ordering::SeqCst)
     }
 
+    /// Whether holder writes have connections of their own (HTTP/1.1 with a budget of 2 or more).
+    pub(crate) fn holder_own(&self) -> bool {
+        self.holder_own.load(Ordering::SeqCst)
+    }
+
     /// A request on the holder connection succeeded (`true`) or failed in transport (`false`).
     pub(crate) fn holder_used(&self, ok: bool) {
         self.holder_warm.store(ok, Ordering::SeqCst);

@@ -607,8 +607,22 @@ impl Client {
         // entry left): they go first on the connection it waits with.
         let small_idle = self.inner.budget.max() <= 2 && self.inner.holding.load(Ordering::SeqCst) == 0;
         let lane = if lane == Lane::Holder && small_idle { Lane::Priority } else { lane };
+        // Such a client keeps one connection while it waits, and a turn's attempt opens the holder
+        // connection: first it closes the shared one and keeps it from reopening until answered.
+        let alone = lane == Lane::Turn && small_idle && self.inner.budget.holder_own();
+        let _shared_closed = if alone { Some(self.close_shared().await) } else { None };
         let pass = self.inner.budget.admit(lane, false).await;
         self.send(pass, method, path, query, body, timeout).await
+    }
+
+    /// The shared pool's permit, its idle connection closed: while it is held, nothing of this
+    /// client (through a budget of 2) has a connection but the holder connection.
+    async fn close_shared(&self) -> Pass<'_> {
+        let pass = self.inner.budget.admit(Lane::Priority, false).await;
+        if let Some(plain) = &self.inner.plain {
+            plain.shared.close_idle();
+        }
+        pass
     }
 
     /// The permits of a blocking query (`holder`: a holder's, which keeps its connection): its
