@@ -8,6 +8,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Disk: a CI machine's disk can be small. A fresh clone gains nothing from incremental builds (they
+# were a third of target/), and the private target dirs of the docs and bench steps go once those
+# steps are done. The last step prints what the run left.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+ci_remove() { if [ -n "${CI:-}" ]; then rm -rf "$@"; fi; }
+
 # Every process started below inherits this mark, so the last step can tell the Consul agents (and
 # `consul lock` peers) this run started from anyone else's.
 CONSUL_LOCK_TEST_RUN="test-sh-$$-$(date +%s%N)"
@@ -47,10 +53,12 @@ step "cargo doc as docs.rs builds it (--cfg docsrs, every feature, warnings deni
 # RUSTC_BOOTSTRAP changes what some build scripts detect, which would rebuild the other steps' deps.
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" CARGO_TARGET_DIR=target/docsrs \
   cargo doc --no-deps --all-features --locked
+ci_remove target/docsrs
 
 step "cargo build --examples --benches"
 cargo build --examples --all-features --locked
 if [ -d benches ]; then cargo bench --no-run --all-features --locked; fi
+ci_remove target/release
 
 step "cargo publish --dry-run (package what Cargo.toml includes, build it, check it against crates.io)"
 # A fresh clone is clean; a developer's uncommitted work is packaged as it is (with a note).
@@ -82,3 +90,7 @@ if [ -n "$left" ]; then
   exit 1
 fi
 echo "none"
+
+step "disk"
+du -sh target .venv-python 2>/dev/null || true
+df -h . | tail -n 1
