@@ -9,9 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Disk: a CI machine's disk can be small. A fresh clone gains nothing from incremental builds (they
-# were a third of target/), and the private target dirs of the docs and bench steps go once those
-# steps are done. The last step prints what the run left.
-if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+# were a third of target/), nor from line tables (a failing test's panic names its file and line
+# without them; they were a third of each test binary), and the private target dirs of the docs
+# and bench steps go once those steps are done. The last step prints what the run left.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false; fi
 ci_remove() { if [ -n "${CI:-}" ]; then rm -rf "$@"; fi; }
 
 # Every process started below inherits this mark, so the last step can tell the Consul agents (and

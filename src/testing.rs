@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::consul::client::Client;
@@ -95,8 +96,13 @@ impl ConsulDev {
     }
 
     fn try_start(binary: &Path, extra: &[&str], token: Option<&str>, unix: bool) -> std::io::Result<ConsulDev> {
+        // The directory's name is unique in this process by a counter, not by the HTTP port: an agent
+        // on a unix socket never binds that port, so two of them can be given the same one, and then
+        // the first to stop removed the other's socket with its directory.
+        static STARTED: AtomicU64 = AtomicU64::new(0);
         let ports = free_ports(4)?;
-        let dir = std::env::temp_dir().join(format!("consul-lock-dev-{}-{}", std::process::id(), ports[0]));
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("consul-lock-dev-{}-{n}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir)?;
         let log_path = dir.join("consul.log");
         let log = std::fs::File::create(&log_path)?;
