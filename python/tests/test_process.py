@@ -14,7 +14,8 @@ from consul_lock import Client, ForkedProcessError, Lock
 
 
 def child(code: str, agent: ConsulDev) -> subprocess.Popen[str]:
-    env = dict(os.environ, CONSUL_HTTP_ADDR=agent.addr, PYTHONUNBUFFERED="1")
+    # faulthandler: a child stopped by `finish` with SIGABRT prints every thread's Python stack.
+    env = dict(os.environ, CONSUL_HTTP_ADDR=agent.addr, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
@@ -24,13 +25,43 @@ def child(code: str, agent: ConsulDev) -> subprocess.Popen[str]:
     )
 
 
+def finish(p: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The child's output once it exits. A child still running after `timeout` seconds fails the
+    test, and is stopped with what it was doing: the kernel's wait channel of each of its threads,
+    then (SIGABRT) every thread's Python stack."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        threads = []
+        for task in sorted(os.listdir(f"/proc/{p.pid}/task")):
+            comm, wchan = (_read(f"/proc/{p.pid}/task/{task}/{f}") for f in ("comm", "wchan"))
+            threads.append(f"{task} {comm} in {wchan or '(running)'}")
+        p.send_signal(signal.SIGABRT)
+        out, err = p.communicate()
+        said = f"threads: {'; '.join(threads)}\nstdout: {out}\nstderr: {err}"
+        raise AssertionError(f"the child still ran after {timeout} s\n{said}") from None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def test_sigint_interrupts_a_wait_and_leaves_nothing(agent: ConsulDev, client: Client, prefix: str) -> None:
     key = f"{prefix}/sigint"
     holder = Lock(key, client=client)
     assert holder.acquire()
     mine = holder.guard.session_id if holder.guard else ""
+    # Python turns SIGINT into KeyboardInterrupt only if SIGINT was not ignored when it started, and
+    # a suite started in the background by a non-interactive shell (`cmd &`) inherits it ignored:
+    # the child sets the handler an interactive Python has.
     p = child(
         f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import consul_lock
         lock = consul_lock.Lock({key!r})
         print("waiting", flush=True)
@@ -48,7 +79,7 @@ def test_sigint_interrupts_a_wait_and_leaves_nothing(agent: ConsulDev, client: C
     agent.wait_until("the child waits", lambda: len(agent.sessions_named(key)) == 2 and agent.keys(key + "/"))
     t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=10)
+    out, err = finish(p, 10)
     elapsed = time.monotonic() - t0
     assert "KeyboardInterrupt" in out
     assert "KeyboardInterrupt" in err
@@ -124,7 +155,7 @@ def test_held_locks_are_released_at_exit(agent: ConsulDev, prefix: str) -> None:
         """,
         agent,
     )
-    out, err = p.communicate(timeout=20)
+    out, err = finish(p, 20)
     assert p.returncode == 0, err
     assert out.strip() == "held"
     # Released by the exit pass, not by the session's TTL (15 s).
