@@ -381,11 +381,18 @@ impl SessionCore {
     }
 
     /// Whether this session has lease enough to start a hold on: one more than half spent (its
-    /// renewals refused while it waited at a crowded agent) is renewed first. `false` when it is
+    /// renewals refused while it waited at a crowded agent) is renewed first, retried until
+    /// renewed or lost, never taken into an attempt as it is: a lock taken with a lease about to
+    /// run out is lost at once (CI saw a `consul-lock run` waiter, its renewal refused at the
+    /// saturated agent just before its turn, exit 75 right after it acquired). `false` when it is
     /// lost (then a new session is made for the attempt).
     pub(crate) async fn fresh_for_hold(&self) -> bool {
-        if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
-            let _ = self.renew().await;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        while self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
+            match self.renew().await {
+                Renewal::Renewed | Renewal::Ended => break,
+                Renewal::Failed(_) => tokio::time::sleep(backoff.next_delay()).await,
+            }
         }
         !self.is_lost()
     }
