@@ -90,7 +90,8 @@
 //! `session/` owns sessions and their renewal, and the public [`Session`]; `primitive/` is what
 //! every primitive is built of (the one settings type every builder uses, the shared acquire
 //! procedure, the wait queue, a held key, guarded writes); `lock/`, `semaphore/`, `rwlock/`,
-//! `election/` and `multilock/` are the primitives; `blocking/` mirrors them all. The README's "Layout" lists every file.
+//! `election/` and `multilock/` are the primitives; `blocking/` mirrors them all. The README's
+//! "Layout" lists every file.
 //!
 //! # Consul version
 //! Written against Consul 1.8.7's HTTP API (Debian bullseye's package) and compatible with later

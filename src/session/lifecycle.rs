@@ -383,9 +383,8 @@ impl SessionCore {
     /// Whether this session has lease enough to start a hold on: one more than half spent (its
     /// renewals refused while it waited at a crowded agent) is renewed first, retried until
     /// renewed or lost, never taken into an attempt as it is: a lock taken with a lease about to
-    /// run out is lost at once (CI saw a `consul-lock run` waiter, its renewal refused at the
-    /// saturated agent just before its turn, exit 75 right after it acquired). `false` when it is
-    /// lost (then a new session is made for the attempt).
+    /// run out would be lost at once. `false` when it is lost (then a new session is made for the
+    /// attempt).
     pub(crate) async fn fresh_for_hold(&self) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         while self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
