@@ -96,9 +96,11 @@ pub(crate) struct SessionCore {
     closed: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
     watch_started: AtomicBool,
-    /// Wakes the renewal task early: a hold began on a session whose lease is more than half spent
-    /// (its renewals failed while it waited at a crowded agent).
+    /// Wakes the renewal task early: a hold begins, or an attempt is about to, on a session whose
+    /// lease is more than half spent (its renewals failed while it waited at a crowded agent).
     renew_now: Arc<tokio::sync::Notify>,
+    /// Tells whoever waits for it (an attempt, in `fresh_for_hold`) that a renewal moved the lease.
+    lease_renewed: tokio::sync::Notify,
     /// (key → in-process claim), so that two locks on one shared session never both "hold" a key.
     claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     runtime: Handle,
@@ -131,6 +133,7 @@ impl SessionCore {
             tasks: Mutex::new(Vec::new()),
             watch_started: AtomicBool::new(false),
             renew_now: Arc::new(tokio::sync::Notify::new()),
+            lease_renewed: tokio::sync::Notify::new(),
             claims: Mutex::new(HashMap::new()),
             runtime: Handle::current(),
             metrics: metrics::SessionLocks::default(),
@@ -151,7 +154,7 @@ impl SessionCore {
             if self.client.max_connections() <= 2 {
                 self.client.warm_holder_connection(&self.runtime);
             }
-            if self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
+            if self.half_spent() {
                 self.renew_now.notify_one();
             }
         } else {
@@ -175,6 +178,12 @@ impl SessionCore {
 
     pub(crate) fn ttl(&self) -> Duration {
         lock(&self.lease).ttl
+    }
+
+    /// Whether less than half the TTL is left of the lease (its renewals failed for a while).
+    fn half_spent(&self) -> bool {
+        let lease = lock(&self.lease);
+        lease.lost_at.saturating_duration_since(Instant::now()) < lease.ttl / 2
     }
 
     /// Known lost, or past its lease deadline.
@@ -265,6 +274,8 @@ impl SessionCore {
             lease.ttl = t;
         }
         lease.lost_at = lease.lost_at.max(lease_deadline(sent, lease.ttl));
+        drop(lease);
+        self.lease_renewed.notify_waiters();
     }
 
     /// Claim `key` within this process (shared sessions only), waiting until `deadline`.
@@ -381,19 +392,28 @@ impl SessionCore {
     }
 
     /// Whether this session has lease enough to start a hold on: one more than half spent (its
-    /// renewals refused while it waited at a crowded agent) is renewed first, retried until
-    /// renewed or lost, never taken into an attempt as it is: a lock taken with a lease about to
-    /// run out would be lost at once. `false` when it is lost (then a new session is made for the
+    /// renewals refused while it waited at a crowded agent) is never taken into an attempt as it
+    /// is, since a lock taken with a lease about to run out would be lost at once. The renewal
+    /// task is woken to renew now, and retries as it always does; this waits until a renewal
+    /// lands or the session is lost. `false` when it is lost (then a new session is made for the
     /// attempt).
     pub(crate) async fn fresh_for_hold(&self) -> bool {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-        while self.lost_at().saturating_duration_since(Instant::now()) < self.ttl() / 2 {
-            match self.renew().await {
-                Renewal::Renewed | Renewal::Ended => break,
-                Renewal::Failed(_) => tokio::time::sleep(backoff.next_delay()).await,
+        let mut lost = self.subscribe();
+        loop {
+            // Enabled before the check, so a renewal that lands in between is not missed.
+            let renewed = self.lease_renewed.notified();
+            tokio::pin!(renewed);
+            renewed.as_mut().enable();
+            if self.is_lost() || !self.half_spent() {
+                return !self.is_lost();
+            }
+            self.renew_now.notify_one();
+            tokio::select! {
+                _ = renewed => {}
+                _ = lost.wait_for(|lost| *lost) => {}
+                _ = tokio::time::sleep_until(self.lost_at()) => {}
             }
         }
-        !self.is_lost()
     }
 }
 
@@ -421,6 +441,45 @@ mod tests {
     fn lease_counts_from_the_renewal_sent() {
         let t0 = Instant::now();
         assert_eq!(lease_deadline(t0, Duration::from_secs(15)), t0 + Duration::from_secs(15));
+    }
+
+    /// A session on an agent of its own, its lease set to `left` from now as if its renewals had
+    /// failed for a while.
+    #[cfg(feature = "test-util")]
+    async fn with_lease_left(dev: &crate::testing::ConsulDev, left: Duration) -> Arc<SessionCore> {
+        let spec = SessionSpec {
+            name: "fresh-for-hold".into(),
+            ttl: Duration::from_secs(10),
+            lock_delay: Duration::ZERO,
+            node_checks: false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let core = SessionCore::create(&dev.client(), &spec, deadline).await.expect("session created");
+        lock(&core.lease).lost_at = Instant::now() + left;
+        assert!(core.half_spent());
+        core
+    }
+
+    #[cfg(feature = "test-util")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_starts_only_once_a_half_spent_lease_is_renewed() {
+        let dev = crate::testing::ConsulDev::start().expect("consul agent -dev must start");
+        let core = with_lease_left(&dev, Duration::from_secs(2)).await;
+        assert!(core.fresh_for_hold().await, "renewed, so fresh");
+        let left = core.lost_at().saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(8), "the lease was renewed to a full TTL: {left:?} left");
+    }
+
+    #[cfg(feature = "test-util")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_never_starts_on_a_half_spent_lease_that_cannot_be_renewed() {
+        let dev = crate::testing::ConsulDev::start().expect("consul agent -dev must start");
+        let core = with_lease_left(&dev, Duration::from_millis(1500)).await;
+        let lost_at = core.lost_at();
+        drop(dev);
+        let fresh = tokio::time::timeout(Duration::from_secs(10), core.fresh_for_hold()).await;
+        assert_eq!(fresh, Ok(false), "a lease that runs out is lost, not taken into an attempt");
+        assert!(Instant::now() >= lost_at, "it waited for the renewal until the lease ended");
     }
 
     #[test]
